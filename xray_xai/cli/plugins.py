@@ -1,0 +1,46 @@
+"""``xray-xai plugins``: every installed plugin of every kind."""
+
+from __future__ import annotations
+
+import click
+
+from ._common import echo_json, handle_errors
+
+
+@click.command()
+@click.option(
+    "--kind", type=click.Choice(["model", "explainer", "clusterer", "dataset"]), help="Only this kind."
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def plugins(kind: str | None, as_json: bool) -> None:
+    """List plugins with kind, name, providing package and version, description and tags.
+
+    Plugins come from the entry-point groups xray_xai.models, xray_xai.explainers, xray_xai.clusterers and
+    xray_xai.datasets; set XRAY_XAI_PLUGINS=pattern,... to load only some. A plugin that fails to import is
+    listed with its error and does not stop the others.
+
+    \b
+    Example:
+      xray-xai plugins --kind explainer
+      xray-xai plugins --json | jq '.[] | select(.kind=="model") | .name'
+    """
+    from ..registry import all_plugins
+
+    infos = [i for i in all_plugins() if kind is None or i.kind == kind]
+    if as_json:
+        echo_json([i.to_dict() for i in infos])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_lines=False)
+    for col in ("kind", "name", "package", "description", "tags"):
+        table.add_column(col, overflow="fold")
+    for i in infos:
+        desc = f"[red]failed to load: {i.error}[/red]" if i.error else i.description
+        table.add_row(i.kind, i.name, f"{i.package} {i.version}", desc, ", ".join(i.tags))
+    Console().print(table)
+    broken = [i for i in infos if i.error]
+    if broken:
+        click.echo(f"{len(broken)} plugin(s) failed to load: {', '.join(i.name for i in broken)}", err=True)
