@@ -335,7 +335,7 @@ class Clusterer(Plugin):
         """Cluster index of each row of ``X``."""
 
     def fit_predict(self, X: np.ndarray, y: Any = None) -> np.ndarray:
-        return self.fit(X).labels_  # type: ignore[attr-defined, no-any-return]
+        return self.fit(X).labels_  # type: ignore[attr-defined]
 
     def transform_2d(self, X: np.ndarray) -> np.ndarray:
         """A 2-D projection of ``X`` for plots (the first two principal components by default)."""

@@ -196,7 +196,7 @@ class Registry(Generic[P]):
                     package=e.package,
                     version=e.version,
                     description=getattr(cls, "description", "") if cls else "",
-                    tags=cls.tags.as_dict(only_true=True) if cls is not None else {},
+                    tags=getattr(cls, "tags").as_dict(only_true=True) if cls is not None else {},
                     error=e.error,
                 )
             )

@@ -53,9 +53,7 @@ class LazyGroup(click.Group):
         return importlib.util.find_spec(f"{__name__}.{module_name}") is not None
 
 
-@click.group(
-    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
-)
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, "--version", prog_name="xray-xai")
 def main(**_: Any) -> None:
     """Train, explain and audit classifiers of musculoskeletal radiographs.

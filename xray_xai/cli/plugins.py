@@ -8,9 +8,7 @@ from ._common import echo_json, handle_errors
 
 
 @click.command()
-@click.option(
-    "--kind", type=click.Choice(["model", "explainer", "clusterer", "dataset"]), help="Only this kind."
-)
+@click.option("--kind", type=click.Choice(["model", "explainer", "clusterer", "dataset"]), help="Only this kind.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
 def plugins(kind: str | None, as_json: bool) -> None:
