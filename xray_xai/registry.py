@@ -84,7 +84,7 @@ class _Entry:
     package: str
     version: str
     loader: Callable[[], Any] | None = None  # imports the class (entry point) ...
-    cls: type | None = None  # ... or the class itself (registered in-process)
+    cls: type[Plugin] | None = None  # ... or the class itself (registered in-process)
     error: str | None = None
 
 
@@ -196,7 +196,7 @@ class Registry(Generic[P]):
                     package=e.package,
                     version=e.version,
                     description=getattr(cls, "description", "") if cls else "",
-                    tags=getattr(cls, "tags").as_dict(only_true=True) if cls is not None else {},
+                    tags=cls.tags.as_dict(only_true=True) if cls is not None else {},
                     error=e.error,
                 )
             )
