@@ -173,7 +173,7 @@ class Registry(Generic[P]):
         if entry.error is not None:
             raise PluginError(f"{self.kind} {name!r} from {entry.package} failed to load: {entry.error}")
         assert entry.cls is not None
-        return entry.cls
+        return entry.cls  # type: ignore[return-value]  # checked against self.base on load
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self._discover()
