@@ -1,0 +1,55 @@
+"""Shared fixtures. Every test runs offline: any attempt to open a network connection fails loudly."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("XRAY_XAI_NO_PROGRESS", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+FRACATLAS = REPO.parent / "shared" / "data" / "fracatlas"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        import torch
+
+        torch.set_num_threads(1)  # CI machines have 2 cores; tests are tiny, threads only add overhead
+    except ImportError:  # pragma: no cover
+        pass
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refuse every outbound connection except to loopback (the web tests' own server)."""
+    real_connect = socket.socket.connect
+
+    def guarded(self: socket.socket, address: Any) -> Any:
+        host = address[0] if isinstance(address, tuple) else address
+        if (
+            isinstance(host, str) and (host.startswith("127.") or host in ("localhost", "::1"))
+        ) or self.family == socket.AF_UNIX:
+            return real_connect(self, address)
+        raise RuntimeError(f"tests must not use the network (tried to connect to {address!r})")
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own model store ($XRAY_XAI_HOME), so tests never see a user's trained models."""
+    home = tmp_path_factory.mktemp("xray_xai_home")
+    monkeypatch.setenv("XRAY_XAI_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def fracatlas_root() -> Path:
+    if not (FRACATLAS / "dataset.csv").exists():
+        pytest.skip("../shared/data/fracatlas is not beside the repository")
+    return FRACATLAS
