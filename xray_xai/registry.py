@@ -219,8 +219,8 @@ class Registry(Generic[P]):
         if getattr(cls, "name", "") not in ("", entry.name):
             entry.error = f"entry point {entry.name!r} points to a class named {cls.name!r}"
             return
-        if not getattr(cls, "name", ""):
-            cls.name = entry.name
+        if not getattr(cls, "name", ""):  # a nameless class takes its entry point's name, without being mutated
+            cls = type(cls.__name__, (cls,), {"name": entry.name, "__module__": cls.__module__})
         entry.cls = cls
 
     def _load_all(self) -> None:
