@@ -238,7 +238,6 @@ def test_plugins_only_import_floor_one() -> None:
     assert offenders == []
 
 
-@pytest.mark.slow
 def test_example_third_party_plugin_installs_and_is_listed(tmp_path: Path) -> None:
     """pip-install examples/custom_plugin into a folder; the CLI lists and loads its explainer unchanged."""
     target = tmp_path / "site"
