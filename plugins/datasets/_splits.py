@@ -13,18 +13,18 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from xray_xai.interfaces import Problem
+from xray_xai.io import is_image_file
+
 __all__ = [
-    "IMAGE_SUFFIXES",
     "holdout",
     "is_hidden",
     "looks_like_image",
+    "make_problem",
     "read_csv_rows",
     "stable_unit",
     "stratified_split",
 ]
-
-#: file suffixes the readers treat as images (lower-case); DICOM files without a suffix are recognised by content.
-IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp"})
 
 
 def stable_unit(key: str, seed: int = 0) -> float:
@@ -72,7 +72,7 @@ def stratified_split(strata: Mapping[str, str], fractions: Mapping[str, float], 
         members.sort(key=lambda k: (stable_unit(k, seed), k))
         sizes = _largest_remainder(len(members), [fractions[n] / total for n in names])
         start = 0
-        for name, size in zip(names, sizes):
+        for name, size in zip(names, sizes, strict=True):
             for key in members[start : start + size]:
                 out[key] = name
             start += size
@@ -94,24 +94,20 @@ def is_hidden(path: Path) -> bool:
 
 
 def looks_like_image(path: Path) -> bool:
-    """Whether ``path`` is an image the readers should list: a known suffix, or a suffix-less DICOM file
-    (``DICM`` at byte 128, as DICOM archives often drop the suffix)."""
-    if is_hidden(path):
-        return False
-    suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
-        return True
-    if suffix:
-        return False
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:] == b"DICM"
+    """Whether a listed file is an image the readers keep: :func:`xray_xai.io.is_image_file` (a known suffix, or a
+    suffix-less DICOM file), hidden files and macOS ``._`` forks excluded."""
+    return not is_hidden(path) and is_image_file(path)
 
 
 def read_csv_rows(path: Path) -> list[list[str]]:
     """Rows of a small CSV file, blank lines dropped, cells stripped (UTF-8 with or without BOM)."""
     with open(path, newline="", encoding="utf-8-sig") as fh:
         return [[cell.strip() for cell in row] for row in csv.reader(fh) if any(cell.strip() for cell in row)]
+
+
+def make_problem(path: Path | str, problem: str, severity: str = "error", base: Path | None = None) -> Problem:
+    """A :class:`Problem` whose path is shown relative to ``base`` when it lies below it (shorter messages)."""
+    where = str(path)
+    if isinstance(path, Path) and base is not None and path.is_relative_to(base):
+        where = str(path.relative_to(base))
+    return Problem(where, problem, "warning" if severity == "warning" else "error")
