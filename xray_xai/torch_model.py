@@ -6,7 +6,7 @@ Explainers, the feature cache and the trainer rely only on what is declared here
 * ``forward_features(x)`` returns the vector entering the final linear layer, ``(B, D)``;
 * ``classifier`` is that final ``nn.Linear(D, 1)`` (CAM reads its weights);
 * ``target_layer`` names the module whose output is the last convolutional feature map (Grad-CAM hooks it);
-* ``feature_layer`` names the module whose output is pooled into the features (documentation and hooks);
+* ``feature_layer`` names the module whose output is the features (the vector entering ``classifier``);
 * ``preprocessing`` says how films become inputs; ``config()`` gives the options needed to rebuild the model.
 
 Subclasses build their network in ``__init__`` and implement ``forward_features``; the fine-tuning regime decides
