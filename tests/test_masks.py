@@ -78,8 +78,18 @@ def test_union_of_all_sources(tmp_path: Path) -> None:
         mask_path=path,
     )
     assert rec.has_ground_truth
-    m = ground_truth_mask(rec, (10, 10))
+    m = ground_truth_mask(rec, (10, 10), source="union")
     assert m[0, 0] and m[9, 9] and m[5, 5] and not m[0, 9]
+    auto = ground_truth_mask(rec, (10, 10))  # a pixel mask is the most precise: it alone counts
+    assert auto[0, 0] and not auto[9, 9] and not auto[5, 5]
+    only_boxes = ground_truth_mask(rec, (10, 10), source="boxes")
+    assert only_boxes[9, 9] and not only_boxes[0, 0] and not only_boxes[5, 5]
+
+
+def test_auto_without_mask_file_is_union_of_boxes_and_polygons(tmp_path: Path) -> None:
+    rec = Record(tmp_path / "a.png", boxes=(Box(8, 8, 10, 10),), polygons=(((4, 4), (6, 4), (6, 6), (4, 6)),))
+    m = ground_truth_mask(rec, (10, 10))
+    assert m[9, 9] and m[5, 5] and not m[0, 0]
 
 
 def test_unreadable_mask_file_names_it(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ The audit compares heatmaps with this mask after mapping it through the model's 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -62,18 +63,26 @@ def _mask_file(path: str, shape: tuple[int, int]) -> np.ndarray:
     return m
 
 
-def ground_truth_mask(record: Record, shape: Sequence[int]) -> np.ndarray:
-    """bool ``(H, W)``: union of ``record.boxes``, ``record.polygons`` and the image at ``record.mask_path``
-    (nonzero = True, resized with nearest neighbour if its size differs). All False without ground truth.
+def ground_truth_mask(
+    record: Record, shape: Sequence[int], source: Literal["auto", "mask", "polygons", "boxes", "union"] = "auto"
+) -> np.ndarray:
+    """bool ``(H, W)`` ground truth of ``record`` at the original film size. All False without ground truth.
+
+    ``source="auto"``: the pixel mask (``record.mask_path``; nonzero = True, resized with nearest neighbour if its
+    size differs) when there is one, since a box drawn around the same finding would swallow it (synthetic phantoms
+    carry both); otherwise the union of boxes and polygons (FracAtlas: the fracture boxes, as in the published
+    pointing-game numbers). ``"mask"``, ``"polygons"`` and ``"boxes"`` take only that source; ``"union"`` all three.
 
     An unreadable mask file raises :class:`~xray_xai.errors.ImageError` naming it.
     """
     h, w = _shape(shape)
+    if source == "auto":
+        source = "mask" if record.mask_path is not None else "union"
     mask = np.zeros((h, w), dtype=bool)
-    if record.boxes:
+    if source in ("boxes", "union") and record.boxes:
         mask |= boxes_mask(record.boxes, (h, w))
-    if record.polygons:
+    if source in ("polygons", "union") and record.polygons:
         mask |= polygons_mask(record.polygons, (h, w))
-    if record.mask_path is not None:
+    if source in ("mask", "union") and record.mask_path is not None:
         mask |= _mask_file(str(record.mask_path), (h, w))
     return mask
