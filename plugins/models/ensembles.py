@@ -1,0 +1,238 @@
+"""Ensembles of trained models: the mean of member probabilities, and a per-region calibrated router.
+
+Design choices (documented because explainers and the store rely on them):
+
+* Members must share one preprocessing (checked at construction, :class:`~xray_xai.errors.PluginError` otherwise),
+  so an ensemble takes the same preprocessed batch as any model. The published ensembles (DenseNet-201 +
+  MobileNet + NASNet; ResNet + DenseNet) all use 224 px ImageNet preprocessing.
+* ``features`` is the concatenation of the members' features (D = sum of member D's).
+* ``members`` (list of Model) and ``member_names`` are public: an explainer explains each member separately.
+* Tags are per instance: ``ensemble=True``; ``differentiable=True`` iff every member is a torch module.
+* Saving needs no new weights, only the member list (checkpoint paths) in the sidecar: ``config()`` returns it and
+  :meth:`EnsembleMean.from_sidecar` rebuilds the ensemble from it.
+
+The "Res+Dense" rule of the literature (abnormal iff p_resnet + p_densenet >= 1) is exactly the mean rule at
+threshold 0.5 for two members: (p1 + p2) / 2 >= 0.5  <=>  p1 + p2 >= 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from xray_xai.errors import PluginError
+from xray_xai.interfaces import Model, Preprocessing, Tags
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["EnsembleCalibrated", "EnsembleMean", "select_region_learners"]
+
+
+def _same_preprocessing(a: Preprocessing, b: Preprocessing) -> bool:
+    da, db = a.to_dict(), b.to_dict()
+    da.pop("name", None)
+    db.pop("name", None)
+    return da == db
+
+
+def _resolve(member: Any) -> Model:
+    if isinstance(member, Model):
+        return member
+    # Store names/paths are resolved lazily: the store is floor 1 (ground) like this plugin's other imports.
+    from xray_xai.store import load_model
+
+    return load_model(member)
+
+
+class EnsembleMean(Model):
+    """Probability = mean of the members' probabilities (members: Model instances, store names or checkpoints)."""
+
+    name: ClassVar[str] = "ensemble-mean"
+    description: ClassVar[str] = "Mean of member probabilities (e.g. DenseNet-201 + MobileNet-v2 + NASNet-Mobile)"
+    tags: ClassVar[Tags] = Tags(ensemble=True)
+
+    def __init__(self, members: Sequence[Any] = (), member_names: Sequence[str] | None = None, **options: Any) -> None:
+        if len(members) < 1:
+            raise PluginError(f"{self.name}: needs at least one member")
+        self.members: list[Model] = [_resolve(m) for m in members]
+        if member_names is None:
+            member_names = [str(m) if not isinstance(m, Model) else (m.name or type(m).__name__) for m in members]
+        self.member_names: list[str] = [str(n) for n in member_names]
+        if len(self.member_names) != len(self.members):
+            raise PluginError(f"{self.name}: {len(self.members)} members but {len(self.member_names)} names")
+        first = self.members[0].preprocessing
+        for mname, m in zip(self.member_names, self.members, strict=True):
+            if not _same_preprocessing(m.preprocessing, first):
+                raise PluginError(
+                    f"{self.name}: member {mname!r} preprocesses as {m.preprocessing.name!r} "
+                    f"({m.preprocessing.input_size} px), the first member as {first.name!r} "
+                    f"({first.input_size} px); ensemble members must share one preprocessing"
+                )
+        self.preprocessing = first
+        self.options = dict(options)
+        self.eval()  # an ensemble only predicts: members in eval mode (no dropout, frozen batch-norm statistics)
+        import torch
+
+        all_torch = all(isinstance(m, torch.nn.Module) for m in self.members)
+        # tags are per instance: differentiable only when every member is a torch module
+        vars(self)["tags"] = Tags(ensemble=True, differentiable=all_torch)
+
+    # -- Model contract ----------------------------------------------------------------------------------------
+    def member_probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """``(M, B)``: each member's probability of abnormal."""
+        import torch
+
+        return torch.stack([m.predict_proba(images).reshape(-1).float() for m in self.members])
+
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        return self.member_probabilities(images).mean(dim=0)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        return torch.cat([m.features(images).reshape(images.shape[0], -1) for m in self.members], dim=1)
+
+    def to(self, device: Any) -> EnsembleMean:
+        for m in self.members:
+            if hasattr(m, "to"):
+                m.to(device)
+        return self
+
+    def eval(self) -> EnsembleMean:
+        for m in self.members:
+            if hasattr(m, "eval"):
+                m.eval()
+        return self
+
+    # -- persistence -------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """No weights of its own: the store saves an empty weights file and the member list in the sidecar."""
+        return {}
+
+    def fingerprint(self) -> str:
+        """Hash of the members' fingerprints (or names), in order, and the routing if any."""
+        import hashlib
+
+        h = hashlib.sha256(self.name.encode())
+        for n, m in zip(self.member_names, self.members, strict=True):
+            fp = getattr(m, "fingerprint", None)
+            h.update((str(fp()) if callable(fp) else n).encode())
+        for region, learner in sorted(getattr(self, "routes", {}).items()):
+            fp = getattr(learner, "fingerprint", None)
+            h.update(region.encode() + (str(fp()) if callable(fp) else "").encode())
+        return h.hexdigest()[:16]
+
+    def member_paths(self) -> list[str]:
+        """Where each member's checkpoint is (the store sets ``checkpoint_path`` on loaded models), else its name."""
+        out = []
+        for n, m in zip(self.member_names, self.members, strict=True):
+            path = getattr(m, "checkpoint_path", None)
+            out.append(str(path) if path else n)
+        return out
+
+    def config(self) -> dict[str, Any]:
+        return {"members": self.member_paths(), "member_names": list(self.member_names), **self.options}
+
+    @classmethod
+    def from_sidecar(cls, sidecar: Mapping[str, Any], path: str | Path | None = None) -> EnsembleMean:
+        """Rebuild from a store sidecar: ``config`` (or the sidecar itself) lists ``members`` as checkpoints/names."""
+        cfg = dict(sidecar.get("config", sidecar))
+        members = cfg.pop("members", None)
+        if not members:
+            raise PluginError(f"{path}: ensemble sidecar lists no members")
+        return cls(members=members, **cfg)
+
+
+def select_region_learners(
+    scores: Mapping[str, Mapping[str, Mapping[str, Any]]], metrics: Sequence[str] = ("auroc", "accuracy", "kappa")
+) -> dict[str, str]:
+    """Per region, the member best on validation in at least two of AUROC, accuracy and kappa.
+
+    ``scores[member][region]`` holds those metrics (``None`` = undefined, ranks last). A member wins a metric if
+    its value is the highest (ties: each tied member wins). The chosen member is the one winning >= 2 metrics; if
+    none does (or several do), the tie-break is the best AUROC, then accuracy, then member order.
+    """
+    members = list(scores)
+    regions = sorted({r for per in scores.values() for r in per})
+    out: dict[str, str] = {}
+
+    def value(member: str, region: str, metric: str) -> float:
+        v = scores[member].get(region, {}).get(metric)
+        return float("-inf") if v is None else float(v)
+
+    for region in regions:
+        wins = dict.fromkeys(members, 0)
+        for metric in metrics:
+            best = max(value(m, region, metric) for m in members)
+            for m in members:
+                if value(m, region, metric) == best:
+                    wins[m] += 1
+        candidates = [m for m in members if wins[m] >= 2] or members
+        out[region] = max(
+            candidates,
+            key=lambda m: (value(m, region, "auroc"), value(m, region, "accuracy"), -members.index(m)),
+        )
+    return out
+
+
+class EnsembleCalibrated(EnsembleMean):
+    """Routes each image to its region's learner: the member best on that region, fine-tuned on its images.
+
+    ``routes`` maps region -> Model, store name or checkpoint path of the fine-tuned learner (built by
+    ``xray_xai.training.train("ensemble-calibrated", ...)``). ``predict_proba(images, regions=[...])`` needs each
+    image's region; an image whose region has no route (or ``regions=None``) gets the mean of the members.
+    """
+
+    name: ClassVar[str] = "ensemble-calibrated"
+    description: ClassVar[str] = "Per-region best member, fine-tuned on its region (needs each image's region)"
+    tags: ClassVar[Tags] = Tags(ensemble=True)
+    needs_regions: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        members: Sequence[Any] = (),
+        member_names: Sequence[str] | None = None,
+        routes: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(members, member_names, **options)
+        self.routes: dict[str, Model] = {}
+        self.route_names: dict[str, str] = {}
+        for region, learner in (routes or {}).items():
+            model = _resolve(learner)
+            if not _same_preprocessing(model.preprocessing, self.preprocessing):
+                raise PluginError(f"{self.name}: the learner of region {region!r} preprocesses differently")
+            if hasattr(model, "eval"):
+                model.eval()
+            self.routes[region.lower()] = model
+            path = getattr(model, "checkpoint_path", None)
+            self.route_names[region.lower()] = str(path) if path else str(learner)
+
+    select = staticmethod(select_region_learners)
+
+    def predict_proba(self, images: torch.Tensor, regions: Sequence[str | None] | None = None) -> torch.Tensor:
+        mean = super().predict_proba(images)
+        if regions is None:
+            return mean
+        if len(regions) != images.shape[0]:
+            raise PluginError(f"{self.name}: {images.shape[0]} images but {len(regions)} regions")
+        out = mean.clone()
+        for region in {(r or "").lower() for r in regions}:
+            learner = self.routes.get(region)
+            if learner is None:
+                continue
+            rows = [i for i, r in enumerate(regions) if (r or "").lower() == region]
+            out[rows] = learner.predict_proba(images[rows]).reshape(-1).float()
+        return out
+
+    def to(self, device: Any) -> EnsembleCalibrated:
+        super().to(device)
+        for m in self.routes.values():
+            if hasattr(m, "to"):
+                m.to(device)
+        return self
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "routes": dict(self.route_names)}

@@ -1,0 +1,323 @@
+"""``xray-xai train | evaluate | predict | models``: thin faces over :mod:`xray_xai.training` and
+:mod:`xray_xai.evaluation` (all logic lives there, so scripts get the same through the Python API)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._common import echo_json, handle_errors
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+
+@click.command()
+@click.option("--model", "model_name", required=True, help="Model plugin name (see `xray-xai plugins --kind model`).")
+@click.option("--data", "data_root", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--dataset", help="Dataset plugin: mura, fracatlas, synthetic, folder... (default: detected).")
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--image-size", type=click.IntRange(min=8), help="Input size (default: the model's preset).")
+@click.option("--lr", type=float, help="Learning rate (default: 1e-3 for SGD, 1e-4 for Adam).")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
+@click.option(
+    "--loss", type=click.Choice(["bce", "weighted-bce", "region-weighted-bce"]), default="bce", show_default=True
+)
+@click.option("--early-stop", default=4, show_default=True, type=click.IntRange(min=1), help="Patience (val accuracy).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps ...")
+@click.option("--resume", is_flag=True, help="Continue the run's last saved epoch.")
+@click.option("--pretrained/--no-pretrained", default=None, help="Start from ImageNet weights (if available).")
+@click.option("--hidden", help="Hidden layer sizes of the head, e.g. 512,256 ('none': linear head, CAM applies).")
+@click.option("--dropout", type=float, help="Dropout of the head.")
+@click.option("--init", "init", type=click.Choice(["he", "xavier"]), help="Initialisation of the head.")
+@click.option("--members", help="Ensemble members: trained model names or checkpoint paths, comma-separated.")
+@click.option("--max-images", type=click.IntRange(min=1), help="Use at most N images per split (quick runs).")
+@click.option("--no-augment", is_flag=True, help="Turn off training augmentation.")
+@click.option("--amp", is_flag=True, help="Mixed precision (CUDA only).")
+@click.option("--channels-last", is_flag=True, help="channels_last memory format (CUDA only).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
+@handle_errors
+def train(
+    model_name: str,
+    data_root: Path,
+    dataset: str | None,
+    epochs: int,
+    batch_size: int,
+    image_size: int | None,
+    lr: float | None,
+    optimizer: str,
+    loss: str,
+    early_stop: int,
+    seed: int,
+    device: str,
+    resume: bool,
+    pretrained: bool | None,
+    hidden: str | None,
+    dropout: float | None,
+    init: str | None,
+    members: str | None,
+    max_images: int | None,
+    no_augment: bool,
+    amp: bool,
+    channels_last: bool,
+    out_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Train a model on the train split, validate on val, keep the best epoch in the model store.
+
+    Defaults are the published DenseNet-169 MURA recipe: SGD lr 1e-3 momentum 0.9, BCE, LR / 10 on a 5-epoch
+    validation-loss plateau, early stop after --early-stop epochs without better validation accuracy. The run
+    folder holds history.csv, curves.png, skipped.csv and a resumable last.pt. Ensembles need --members.
+
+    \b
+    Example:
+      xray-xai synth phantoms --n-studies 60 --seed 0
+      xray-xai train --model cnn-small --data phantoms --epochs 5 --image-size 64
+      xray-xai train --model ensemble-mean --members cnn-small,convnet --data phantoms
+    """
+    from ..errors import PluginError
+    from ..training import train as run_train
+
+    options: dict[str, Any] = {}
+    if hidden is not None:
+        try:
+            hidden_clean = "" if hidden.strip().lower() in ("", "none") else hidden
+            options["hidden"] = [int(h) for h in hidden_clean.split(",") if h.strip()]
+        except ValueError:
+            raise PluginError(f"--hidden expects comma-separated integers, got {hidden!r}") from None
+    if dropout is not None:
+        options["dropout"] = dropout
+    if init is not None:
+        options["init"] = init
+    if members:
+        options["members"] = members
+    result = run_train(
+        model_name,
+        data_root,
+        dataset=dataset,
+        epochs=epochs,
+        batch_size=batch_size,
+        image_size=image_size,
+        lr=lr,
+        optimizer=optimizer,
+        loss=loss,
+        early_stop=early_stop,
+        seed=seed,
+        device=device,
+        resume=resume,
+        augment=not no_augment,
+        out_dir=out_dir,
+        pretrained=pretrained,
+        max_images=max_images,
+        progress=not as_json,
+        channels_last=channels_last,
+        amp=amp,
+        **options,
+    )
+    if as_json:
+        echo_json(result.to_dict())
+        return
+    for row in result.history:
+        click.echo("  ".join(f"{k}={_fmt(v)}" for k, v in row.items()), err=True)
+    if result.skipped:
+        click.echo(f"{len(result.skipped)} image(s) skipped, listed in {result.run_dir / 'skipped.csv'}", err=True)
+    click.echo(f"best epoch {result.best_epoch}: saved {result.checkpoint}")
+
+
+@click.command()
+@click.option("--model", "model_name", required=True, help="Model name (newest trained in the store) or checkpoint.")
+@click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), help="A checkpoint folder or file.")
+@click.option("--data", "data_root", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--dataset", help="Dataset plugin: mura, fracatlas, synthetic, folder... (default: detected).")
+@click.option("--split", default="test", show_default=True)
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(min=0), help="Resamples for CIs.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Write metrics + plots.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
+@handle_errors
+def evaluate(
+    model_name: str,
+    checkpoint: Path | None,
+    data_root: Path,
+    dataset: str | None,
+    split: str,
+    batch_size: int,
+    bootstrap: int,
+    seed: int,
+    device: str,
+    out_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Image- and study-level metrics (AUROC, accuracy, precision, recall, specificity, F1, kappa) with 95% CIs.
+
+    A study's probability is the mean over its views (threshold 0.5). On MURA-layout data the per-region kappa
+    is shown beside the published radiologists and DenseNet-169 baseline (Rajpurkar et al. 2018, Table 1).
+
+    \b
+    Example:
+      xray-xai evaluate --model cnn-small --data phantoms --split test --out eval/
+      xray-xai evaluate --model cnn-small --checkpoint ~/.xray-xai/models/cnn-small/2026... --data phantoms --json
+    """
+    from ..evaluation import evaluate as run_evaluate
+
+    result = run_evaluate(
+        model_name,
+        data_root,
+        dataset=dataset,
+        split=split,
+        batch_size=batch_size,
+        bootstrap=bootstrap,
+        seed=seed,
+        out_dir=out_dir,
+        device=device,
+        checkpoint=checkpoint,
+        progress=not as_json,
+    )
+    if as_json:
+        echo_json(result)
+        return
+    _print_evaluation(result)
+
+
+def _print_evaluation(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    names = ["auroc", "accuracy", "precision", "recall", "specificity", "f1", "kappa"]
+    for level in ("image", "study"):
+        table = Table(title=f"{result['model']} on {result['split']}: {level} level")
+        table.add_column("region")
+        table.add_column("n")
+        for n in names:
+            table.add_column(n)
+        rows = [("overall", result[level]["overall"]), *result[level]["per_region"].items()]
+        for region, m in rows:
+            cells = []
+            for n in names:
+                ci = (m.get("ci95") or {}).get(n)
+                cells.append(_fmt(m[n]) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
+            table.add_row(region, str(m["n"]), *cells)
+        console.print(table)
+    if "kappa_table" in result:
+        table = Table(title=f"Cohen's kappa per region beside {result['kappa_reference']}")
+        cols = ("ours", "radiologist_1", "radiologist_2", "radiologist_3", "model")
+        for col in ("region", *cols):
+            table.add_column(col)
+        for row in result["kappa_table"]:
+            table.add_row(row["region"], *(_fmt(row[c]) for c in cols))
+        console.print(table)
+    if result["skipped"]:
+        click.echo(f"{len(result['skipped'])} image(s) skipped", err=True)
+
+
+@click.command()
+@click.option("--model", "model_name", required=True, help="Model name (newest trained in the store) or checkpoint.")
+@click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), help="A checkpoint folder or file.")
+@click.option("--input", "inputs", multiple=True, type=click.Path(exists=True, path_type=Path), help="Image or folder.")
+@click.option("--data", "data_root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--dataset", help="Dataset plugin reading --data (default: detected).")
+@click.option("--split", help="Split of --data (default: all).")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Rows as JSON on stdout.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write rows to a CSV file.")
+@handle_errors
+def predict(
+    model_name: str,
+    checkpoint: Path | None,
+    inputs: tuple[Path, ...],
+    data_root: Path | None,
+    dataset: str | None,
+    split: str | None,
+    batch_size: int,
+    device: str,
+    as_json: bool,
+    csv_path: Path | None,
+) -> None:
+    """Probability of abnormal per image (and per study: mean over its views); no labels needed.
+
+    Inputs are PNG/JPEG/DICOM files or folders (each sub-folder a study), or a data set split. Unreadable files
+    are skipped and listed on stderr.
+
+    \b
+    Example:
+      xray-xai predict --model cnn-small --input films/ --csv predictions.csv
+      xray-xai predict --model cnn-small --data phantoms --split test --json
+    """
+    from ..evaluation import predict as run_predict
+    from ..fsutil import atomic_write_text
+
+    if bool(inputs) == (data_root is not None):
+        raise click.UsageError("give either --input (one or more) or --data")
+    rows, problems = run_predict(
+        model_name,
+        list(inputs) or None,
+        data_root=data_root,
+        split=split,
+        dataset=dataset,
+        checkpoint=checkpoint,
+        batch_size=batch_size,
+        device=device,
+        progress=not as_json,
+    )
+    for p in problems:
+        click.echo(f"skipped: {p}", err=True)
+    fields = ["path", "study", "region", "label", "probability", "prediction", "study_probability"]
+    if csv_path is not None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(csv_path, buf.getvalue())
+    if as_json:
+        echo_json(rows)
+    elif csv_path is None:
+        writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def models(as_json: bool) -> None:
+    """List the trained models in the store ($XRAY_XAI_HOME/models, default ~/.xray-xai/models).
+
+    \b
+    Example:
+      xray-xai models
+      xray-xai models --json | jq '.[].path'
+    """
+    from ..store import list_store
+
+    entries = list_store()
+    if as_json:
+        echo_json(entries)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for col in ("name", "created", "dataset", "epochs", "val accuracy", "path"):
+        table.add_column(col, overflow="fold")
+    for e in entries:
+        acc = (e.get("metrics") or {}).get("val_accuracy")
+        table.add_row(
+            e["name"], str(e.get("created") or "-"), str(e.get("dataset") or "-"), _fmt(e.get("epochs")), _fmt(acc),
+            e.get("problem") or e["path"],
+        )  # fmt: skip
+    Console().print(table)
+    if not entries:
+        click.echo("no trained models yet: xray-xai train --model NAME --data DIR", err=True)
