@@ -216,7 +216,8 @@ def _loader(
 
     from .preprocessing import Augment, RecordDataset, collate_skip_bad
 
-    ds = RecordDataset(records, pre, augment=Augment.default() if augment else None)
+    # cached films: each is decoded once, not once per epoch (num_workers > 0 would give each worker its own cache)
+    ds = RecordDataset(records, pre, augment=Augment.default() if augment else None, cache=True)
     gen = torch.Generator()
     gen.manual_seed(seed)
     loader = DataLoader(
