@@ -1,0 +1,153 @@
+"""``xray-xai cluster``: group the films a model calls abnormal by deep features (or by where it looks)."""
+
+from __future__ import annotations
+
+import json as _json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._common import echo_json, handle_errors
+
+
+def _parse_range(text: str | None) -> list[int] | None:
+    """``"2-10"`` -> [2..10]; ``"2,4,8"`` -> [2, 4, 8]."""
+    if not text:
+        return None
+    try:
+        if "-" in text:
+            lo, hi = (int(x) for x in text.split("-", 1))
+            values = list(range(lo, hi + 1))
+        else:
+            values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected a range like 2-10 or a list like 2,4,8, got {text!r}") from None
+    if not values or min(values) < 2:
+        raise click.BadParameter(f"K must be at least 2, got {text!r}")
+    return values
+
+
+def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
+    """``key=value`` pairs; values parsed as JSON when they can be (numbers, true/false, null), else strings."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise click.BadParameter(f"expected key=value, got {item!r}", param_hint="--param")
+        key, raw = item.split("=", 1)
+        try:
+            out[key.strip()] = _json.loads(raw)
+        except ValueError:
+            out[key.strip()] = raw
+    return out
+
+
+@click.command()
+@click.option("--model", "model_name", help="Model name (newest stored checkpoint of it) unless --checkpoint.")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=True, path_type=Path), help="Weights to load.")
+@click.option("--data", "data_root", required=True, type=click.Path(exists=True, path_type=Path), help="Data set root.")
+@click.option("--dataset", help="Data set layout (mura, fracatlas, folder, synthetic); detected if omitted.")
+@click.option("--k", "k", default=4, show_default=True, type=click.IntRange(1), help="Number of clusters.")
+@click.option("--method", default="pca-kmeans", show_default=True, help="Clusterer plugin (xray-xai plugins).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Clusterer option, e.g. n_components=0.95.")
+@click.option("--splits", default="train,test", show_default=True, help="Splits pooled (MURA 'valid' = 'test').")
+@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="p(abnormal) cut.")
+@click.option("--all-images", is_flag=True, help="Cluster every film, not only those predicted abnormal.")
+@click.option("--region", help="Only this region (e.g. wrist).")
+@click.option("--per-region", is_flag=True, help="Cluster each region separately (one sub-folder each).")
+@click.option("--on", "on", type=click.Choice(["features", "explanations"]), default="features", show_default=True)
+@click.option("--explainer", default="gradcam", show_default=True, help="Explainer for --on explanations.")
+@click.option("--grid", default=16, show_default=True, type=click.IntRange(1), help="Map size for --on explanations.")
+@click.option("--select-k", "select_k", metavar="RANGE", help="Choose K by silhouette over e.g. 2-10 (overrides --k).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@handle_errors
+def cluster(
+    model_name: str | None,
+    checkpoint: Path | None,
+    data_root: Path,
+    dataset: str | None,
+    k: int,
+    method: str,
+    params: tuple[str, ...],
+    splits: str,
+    threshold: float,
+    all_images: bool,
+    region: str | None,
+    per_region: bool,
+    on: str,
+    explainer: str,
+    grid: int,
+    select_k: str | None,
+    out_dir: Path | None,
+    seed: int,
+    batch_size: int,
+    as_json: bool,
+) -> None:
+    """Cluster the films a model predicts abnormal (PCA + k-means on deep features by default).
+
+    Writes to --out: assignments.csv (image, study, region, cluster, distance to centroid, probability), a montage
+    of the films nearest each centroid, projection.png (by cluster and by region), composition.csv, agreement.csv
+    (NMI/ARI against every metadata column), summary.json and summary.md. Features are cached, so re-running with
+    another --k, --method or --threshold is fast. --on explanations clusters Grad-CAM maps instead: groups of films
+    where the model looks at the same kind of place.
+
+    \b
+    Example:
+      xray-xai cluster --model densenet-full --data MURA-v1.1 --k 4 --splits train,valid --out clusters/
+      xray-xai cluster --checkpoint run/model.safetensors --data phantoms --per-region --select-k 2-8
+      xray-xai cluster --model densenet-full --data MURA-v1.1 --on explanations --explainer gradcam --json
+    """
+    from ..clustering import cluster as run_cluster
+    from ..errors import XrayXaiError
+
+    if region and per_region:
+        raise click.UsageError("give either --region or --per-region, not both")
+    if checkpoint is None and not model_name:
+        raise click.UsageError("give --model NAME or --checkpoint PATH")
+    model: Any = checkpoint if checkpoint is not None else model_name
+    if checkpoint is not None and model_name:
+        from ..store import load_model
+
+        model = load_model(checkpoint)
+        if model.name != model_name:
+            raise XrayXaiError(f"{checkpoint}: holds a {model.name!r} model, not {model_name!r}")
+    summary = run_cluster(
+        model,
+        data_root,
+        dataset=dataset,
+        k=k,
+        method=method,
+        splits=tuple(s for s in splits.split(",") if s.strip()),
+        threshold=None if all_images else threshold,
+        region=region,
+        per_region=per_region,
+        on=on,
+        explainer=explainer,
+        out_dir=out_dir,
+        seed=seed,
+        batch_size=batch_size,
+        json=True,
+        select_k_range=_parse_range(select_k),
+        method_params=_parse_params(params),
+        grid=grid,
+        progress=not as_json,
+    )
+    if as_json:
+        echo_json(summary)
+        return
+    click.echo(f"{summary['n_selected']} of {summary['n_read']} films clustered -> {summary['out_dir']}")
+    for name, group in summary["groups"].items():
+        if name != "all":
+            click.echo(f"[{name}]")
+        if "descriptions" not in group:
+            click.echo(f"  not clustered: {group.get('skipped')}")
+            continue
+        sil = group["silhouette"]
+        click.echo(f"  silhouette {sil:.3f}" if sil is not None else "  silhouette n/a")
+        for text in group["descriptions"].values():
+            click.echo(f"  {text}")
+    if summary["skipped"]:
+        click.echo(f"{len(summary['skipped'])} unreadable films skipped (see summary.json)", err=True)
