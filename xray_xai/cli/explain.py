@@ -1,0 +1,161 @@
+"""``xray-xai explain``: heatmaps for images or a data set split, with one or several models and methods."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._common import echo_json, handle_errors
+
+
+def _parse_params(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``METHOD.KEY=VALUE`` options; values parsed as JSON when they can be (numbers, true/false), else strings."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        method, dot, name = key.rpartition(".")
+        if not sep or not dot or not method or not name:
+            raise click.BadParameter(f"{item!r}: expected METHOD.KEY=VALUE, e.g. saliency.n_segments=200")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(method, {})[name] = value
+    return out
+
+
+@click.command()
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    help="Model name (newest trained one in the store) or checkpoint path; repeat to compare models side by side.",
+)
+@click.option("--checkpoint", type=click.Path(path_type=Path), help="Explain the model in this checkpoint file.")
+@click.option("--method", default=None, help="Explanation method (see `xray-xai plugins --kind explainer`).")
+@click.option("--methods", default=None, help="Several methods, comma-separated, shown side by side.")
+@click.option(
+    "--input", "inputs", multiple=True, type=click.Path(path_type=Path), help="An image file or folder (repeatable)."
+)
+@click.option("--data", type=click.Path(path_type=Path), help="A data set root (MURA, FracAtlas, folder, synthetic).")
+@click.option("--dataset", default=None, help="Data set plugin name (auto-detected by default).")
+@click.option("--split", default=None, help="Split of --data to explain (default: all).")
+@click.option(
+    "--only",
+    type=click.Choice(["all", "predicted-abnormal"]),
+    default="all",
+    show_default=True,
+    help="Explain every image or only those predicted abnormal.",
+)
+@click.option("--threshold", type=float, default=0.5, show_default=True, help="Decision threshold for --only.")
+@click.option("--limit", type=int, default=None, help="At most this many images.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("explanations"), show_default=True, help="Output folder."
+)
+@click.option(
+    "--format",
+    "formats",
+    default="png,npy,json",
+    show_default=True,
+    help="Outputs per image, comma-separated: png (overlay), npy (raw map), json (metadata).",
+)
+@click.option("--per-member", is_flag=True, help="For ensembles also write each member's map and the disagreement.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images per forward pass.")
+@click.option(
+    "--target",
+    type=click.Choice(["abnormal", "normal"]),
+    default="abnormal",
+    show_default=True,
+    help="Show evidence for abnormal (the logit) or for normal (its negation).",
+)
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="METHOD.KEY=VALUE",
+    help="A method option, e.g. saliency.n_segments=200 (repeatable).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for methods that draw noise.")
+@click.option("--resume", is_flag=True, help="Skip images whose outputs already exist.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+@handle_errors
+def explain(
+    models: tuple[str, ...],
+    checkpoint: Path | None,
+    method: str | None,
+    methods: str | None,
+    inputs: tuple[Path, ...],
+    data: Path | None,
+    dataset: str | None,
+    split: str | None,
+    only: str,
+    threshold: float,
+    limit: int | None,
+    out: Path,
+    formats: str,
+    per_member: bool,
+    batch_size: int,
+    target: str,
+    params: tuple[str, ...],
+    seed: int,
+    resume: bool,
+    as_json: bool,
+) -> None:
+    """Explain predictions with heatmaps: an overlay PNG, the raw map and metadata per image, a comparison figure
+    when several models or methods are given (rows = models, columns = film + methods), one figure per study,
+    and an index.html contact sheet. Unreadable images are skipped and listed in skipped.csv.
+
+    \b
+    Example:
+      xray-xai explain --model densenet-full --method gradcam --input film.png --out expl
+      xray-xai explain --model densenet-linear --model densenet-full --methods saliency,gradcam \\
+          --data MURA-v1.1 --split valid --only predicted-abnormal --limit 50
+    """
+    from ..explain_service import explain as run_explain
+
+    chosen = [m for spec in (method, methods) if spec for m in spec.split(",") if m.strip()]
+    if not chosen:
+        raise click.UsageError("give --method NAME or --methods a,b,c")
+    if not models and checkpoint is None:
+        raise click.UsageError("give --model NAME (repeatable) or --checkpoint PATH")
+    if not inputs and data is None:
+        raise click.UsageError("give --input PATH (repeatable) or --data DIR")
+    result = run_explain(
+        list(models),
+        chosen,
+        inputs=list(inputs),
+        data=data,
+        dataset=dataset,
+        split=split,
+        checkpoint=checkpoint,
+        only=only,  # type: ignore[arg-type]
+        threshold=threshold,
+        out=out,
+        formats=formats.split(","),
+        per_member=per_member,
+        batch_size=batch_size,
+        target=target,
+        seed=seed,
+        resume=resume,
+        params=_parse_params(params),
+        limit=limit,
+        show_progress=not as_json,
+    )
+    if as_json:
+        echo_json(result.to_dict())
+        return
+    click.echo(
+        f"explained {len({i['image_id'] for i in result.items})} image(s) with {', '.join(result.models)} x "
+        f"{', '.join(result.methods)} in {result.seconds:.1f}s -> {result.out}"
+    )
+    if result.resumed:
+        click.echo(f"{result.resumed} image(s) already done (--resume)")
+    if result.index:
+        click.echo(f"contact sheet: {result.index}")
+    if result.skipped:
+        click.echo(f"skipped {len(result.skipped)} file(s), listed in {out / 'skipped.csv'}:", err=True)
+        for p in result.skipped[:10]:
+            click.echo(f"  {p}", err=True)
