@@ -1,0 +1,158 @@
+"""``xray-xai audit``: score explanation methods and write the HTML report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._common import echo_json, handle_errors
+
+__all__ = ["audit"]
+
+
+def _names(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@click.command()
+@click.option("--models", required=True, help="Comma-separated trained model names (latest in the store) or paths.")
+@click.option("--methods", required=True, help="Comma-separated explainer names, e.g. gradcam,saliency.")
+@click.option(
+    "--data",
+    "data_root",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Data set folder (MURA, FracAtlas, synthetic or any folder of films).",
+)
+@click.option("--dataset", default=None, help="Dataset plugin name (auto-detected if omitted).")
+@click.option("--split", default="test", show_default=True, help="Split to audit (or 'all').")
+@click.option("--n", "n", default=100, show_default=True, type=click.IntRange(min=1), help="Images to audit.")
+@click.option(
+    "--steps", default=32, show_default=True, type=click.IntRange(min=1), help="Deletion/insertion steps (e.g. 112)."
+)
+@click.option(
+    "--grid", default=8, show_default=True, type=click.IntRange(min=1), help="Deletion cell size in px (1 = pixels)."
+)
+@click.option(
+    "--baseline",
+    type=click.Choice(["blur", "mean"]),
+    default="blur",
+    show_default=True,
+    help="What removed pixels become: a blurred film or its mean intensity.",
+)
+@click.option(
+    "--sanity-stages",
+    default=4,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Cascading randomisation stages: the output layer, then the rest in equal groups down to the input.",
+)
+@click.option(
+    "--control-faithfulness/--no-control-faithfulness",
+    default=True,
+    show_default=True,
+    help="Also run deletion/insertion on the control maps (the costliest part).",
+)
+@click.option(
+    "--curve-check",
+    "curve_check_n",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="On this many images, compare the curves with fine ones (112 steps, pixel grid) and report the error.",
+)
+@click.option(
+    "--batch-size", default=16, show_default=True, type=click.IntRange(min=1), help="Images per explainer call."
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds image choice, random maps, bootstrap.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the audit as JSON on stdout.")
+@handle_errors
+def audit(
+    models: str,
+    methods: str,
+    data_root: Path,
+    dataset: str | None,
+    split: str,
+    n: int,
+    steps: int,
+    grid: int,
+    baseline: str,
+    sanity_stages: int,
+    control_faithfulness: bool,
+    curve_check_n: int,
+    batch_size: int,
+    seed: int,
+    out_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Audit explanation methods: faithfulness, sanity, localisation, controls and shortcuts.
+
+    Every model x method pair is scored on the same N images (localisation on the abnormal ones with ground
+    truth), beside model-free control maps; results go to OUT/report.html (self-contained) and OUT/report.json.
+    Without --out the report goes to ./audit-<date>.
+
+    \b
+    Example:
+      xray-xai audit --models densenet-full,efficientnet-lite0 --methods gradcam,saliency \\
+          --data ../shared/data/fracatlas --n 100 --steps 112 --grid 1 --out audit-fracatlas
+    """
+    import datetime as dt
+
+    from ..audit import audit as run_audit
+
+    if out_dir is None:
+        out_dir = Path(f"audit-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    result = run_audit(
+        _names(models),
+        _names(methods),
+        data_root,
+        dataset=dataset,
+        split=split,
+        n=n,
+        seed=seed,
+        steps=steps,
+        grid=grid,
+        batch_size=batch_size,
+        out_dir=out_dir,
+        progress=not as_json,
+        baseline=baseline,
+        sanity_stages=sanity_stages,
+        control_faithfulness=control_faithfulness,
+        curve_check_n=curve_check_n,
+    )
+    if as_json:
+        echo_json(result)
+        return
+    _print_table(result)
+    click.echo(f"report: {result['report']['html']}")
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..report import format_stat
+
+    table = Table(title="audit (mean [95% CI])")
+    cols = (
+        ("deletion ↓", "faithfulness", "deletion_auc"),
+        ("insertion ↑", "faithfulness", "insertion_auc"),
+        ("pointing", "localisation", "pointing"),
+        ("IoU otsu", "localisation", "iou_otsu"),
+        ("mass in mask", "localisation", "mass_in_mask"),
+        ("border", "shortcuts", "border_share"),
+    )
+    for name in ("model", "method", *(c[0] for c in cols), "sanity"):
+        table.add_column(name, overflow="fold")
+    for pair in result.get("pairs", []):
+        if pair.get("status") != "ok":
+            table.add_row(pair["model"], pair["method"], f"skipped: {pair.get('reason', '')}")
+            continue
+        cells = [format_stat((pair.get(sec) or {}).get(key)) for _, sec, key in cols]
+        table.add_row(pair["model"], pair["method"], *cells, str(pair.get("sanity", {}).get("status", "")))
+    Console().print(table)
+    for problem in result.get("problems", []):
+        click.echo(f"skipped: {problem}", err=True)
