@@ -27,7 +27,7 @@ COMMANDS: dict[str, str] = {
     "explain": "explain:explain",
     "cluster": "cluster:cluster",
     "audit": "audit:audit",
-    "demo": "audit:demo",
+    "demo": "demo:demo",
     "serve": "serve:serve",
 }
 

