@@ -49,7 +49,9 @@ th{background:#f3f5f7}td.num{text-align:right;font-variant-numeric:tabular-nums;
 .ci{color:#6a737d;font-size:.85em;display:block}.wide{overflow-x:auto}.pass{color:#1a7f37;font-weight:600}.fail{color:#cf222e;font-weight:600}
 .muted{color:#6a737d}.examples{display:flex;flex-wrap:wrap;gap:.8em}
 figure{margin:0;border:1px solid #d0d7de;padding:.3em;background:#fafbfc}
-figure img{width:200px;height:200px;display:block}figcaption{font-size:.8em;max-width:200px;word-wrap:break-word}
+figure img{width:200px;height:200px;display:block}.plots{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}
+.plots>img{max-width:560px}
+.plots figure img{width:auto;height:auto;max-width:420px}figcaption{font-size:.8em;max-width:200px;word-wrap:break-word}
 """
 
 
@@ -144,6 +146,112 @@ def _generic(value: Any, depth: int = 0) -> str:
             return _e(", ".join(_num(v) for v in value[:20]) + f", … ({len(value)} values)")
         return _e(", ".join(_num(v) for v in value))
     return _e(_num(value))
+
+
+_EVAL_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("auroc", "AUROC"),
+    ("kappa", "kappa"),
+    ("accuracy", "accuracy"),
+    ("sensitivity", "sensitivity"),
+    ("specificity", "specificity"),
+    ("f1", "F1"),
+)
+
+
+def _png_file(path: Any, alt: str) -> str:
+    """An ``<img>`` embedding the PNG at ``path`` (absolute, as services return them); empty if it is not there."""
+    if not path:
+        return ""
+    try:
+        return _img_tag(Path(str(path)).read_bytes(), alt)
+    except OSError:
+        return ""
+
+
+def _metric_cell(block: Mapping[str, Any], key: str) -> str:
+    ci = (block.get("ci95") or {}).get(key)
+    return _cell({"mean": block.get(key), "ci": ci} if ci else block.get(key))
+
+
+def _evaluation_section(ev: Mapping[str, Any]) -> str:
+    """Image- and study-level metrics with 95% intervals, overall and per region; ROC and confusion plots; on MURA
+    layouts the per-region kappa beside the published radiologists."""
+    parts = [
+        "<h2>Model metrics</h2>",
+        f"<p>Model <b>{_e(ev.get('model', ''))}</b> on {_e(ev.get('dataset', ''))}, split {_e(ev.get('split', ''))}: "
+        f"{_e(ev.get('n_images', ''))} images, {_e(ev.get('n_studies', ''))} studies; threshold "
+        f"{_e(_num(ev.get('threshold')))}; 95% bootstrap intervals in brackets ({_e(ev.get('bootstrap', ''))} "
+        "resamples). A study's probability is the mean over its views.</p>",
+    ]
+    head = "".join(f"<th>{_e(label)}</th>" for _, label in _EVAL_COLUMNS)
+    for level in ("image", "study"):
+        block = ev.get(level)
+        if not isinstance(block, Mapping):
+            continue
+        rows = []
+        groups = [("all", block.get("overall") or {}), *sorted((block.get("per_region") or {}).items())]
+        for name, metrics in groups:
+            if not isinstance(metrics, Mapping):
+                continue
+            cells = "".join(_metric_cell(metrics, key) for key, _ in _EVAL_COLUMNS)
+            n = f"{_num(metrics.get('n'))} ({_num(metrics.get('n_positive'))} abnormal)"
+            rows.append(f"<tr><th>{_e(name)}</th><td class='num'>{_e(n)}</td>{cells}</tr>")
+        parts.append(
+            f"<h3>{_e(level.capitalize())} level</h3><table><tr><th>region</th><th>n</th>{head}</tr>"
+            + "".join(rows)
+            + "</table>"
+        )
+    kappa = ev.get("kappa_table")
+    if kappa:
+        kappa_rows = "".join(
+            f"<tr><th>{_e(r.get('region'))}</th>{_cell(r.get('ours'))}{_cell(r.get('radiologist_1'))}"
+            f"{_cell(r.get('radiologist_2'))}{_cell(r.get('radiologist_3'))}{_cell(r.get('model'))}</tr>"
+            for r in kappa
+        )
+        parts.append(
+            "<h3>Study-level kappa beside the published MURA readers</h3>"
+            "<table><tr><th>region</th><th>this model</th><th>radiologist 1</th><th>radiologist 2</th>"
+            f"<th>radiologist 3</th><th>DenseNet-169 (paper)</th></tr>{kappa_rows}</table>"
+            f"<p class='muted'>{_e(ev.get('kappa_reference', ''))}</p>"
+        )
+    files = ev.get("files") or {}
+    plots = _png_file(files.get("roc"), "ROC curves") + _png_file(files.get("confusion"), "confusion matrices")
+    if plots:
+        parts.append(f"<div class='plots'>{plots}</div>")
+    return "".join(parts)
+
+
+def _clustering_section(cl: Mapping[str, Any]) -> str:
+    """What each cluster holds, in words and numbers: sizes, descriptions, NMI/ARI against every metadata column,
+    the 2-D projection and one montage per cluster."""
+    parts = [
+        "<h2>Clusters</h2>",
+        f"<p>{_e(cl.get('method', ''))} with k={_e(cl.get('k', ''))} on {_e(cl.get('on', 'features'))} of "
+        f"{_e(cl.get('n_selected', cl.get('n', '')))} images predicted abnormal (threshold "
+        f"{_e(_num(cl.get('threshold')))}), model {_e(cl.get('model', ''))}; silhouette "
+        f"{_e(_num(cl.get('silhouette')))}.</p>",
+    ]
+    descriptions = cl.get("descriptions") or {}
+    if descriptions:
+        parts.append("<ul>" + "".join(f"<li>{_e(d)}</li>" for d in descriptions.values()) + "</ul>")
+    agreement = cl.get("agreement") or {}
+    if agreement:
+        rows = "".join(
+            f"<tr><th>{_e(col)}</th>{_cell(a.get('nmi'))}{_cell(a.get('ari'))}<td class='num'>{_e(a.get('n_used'))}"
+            f"</td><td class='num'>{_e(a.get('n_values'))}</td></tr>"
+            for col, a in sorted(agreement.items(), key=lambda kv: -(kv[1].get("nmi") or 0))
+        )
+        parts.append(
+            "<h3>Do clusters follow the metadata? (1 = exactly, 0 = not at all)</h3>"
+            f"<table><tr><th>column</th><th>NMI</th><th>ARI</th><th>images</th><th>values</th></tr>{rows}</table>"
+        )
+    files = cl.get("files") or {}
+    figures = _png_file(files.get("projection"), "2-D projection by cluster and by region")
+    for c, path in sorted((files.get("montages") or {}).items()):
+        figures += f"<figure>{_png_file(path, f'cluster {c}')}<figcaption>cluster {_e(c)}</figcaption></figure>"
+    if figures:
+        parts.append(f"<div class='plots'>{figures}</div>")
+    return "".join(parts)
 
 
 def _get(pair: Mapping[str, Any], section: str, key: str) -> Any:
@@ -350,11 +458,11 @@ def render_html(
     created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = [f"<h1>{_e(title)}</h1><p class='muted'>xray-xai {_e(__version__)}, {_e(created)}</p>"]
     if evaluation:
-        body.append(f"<h2>Model metrics</h2>{_generic(evaluation)}")
+        body.append(_evaluation_section(evaluation))
     if audit:
         body.append(_audit_section(audit, Path(base)))
     if clustering:
-        body.append(f"<h2>Clusters</h2>{_generic(clustering)}")
+        body.append(_clustering_section(clustering))
     if not (evaluation or audit or clustering):
         body.append("<p class='muted'>Nothing to report.</p>")
     return (
