@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from xray_xai.errors import DataError
 from xray_xai.interfaces import Problem
 from xray_xai.io import is_image_file
 
@@ -100,9 +101,16 @@ def looks_like_image(path: Path) -> bool:
 
 
 def read_csv_rows(path: Path) -> list[list[str]]:
-    """Rows of a small CSV file, blank lines dropped, cells stripped (UTF-8 with or without BOM)."""
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        return [[cell.strip() for cell in row] for row in csv.reader(fh) if any(cell.strip() for cell in row)]
+    """Rows of a small CSV file, blank lines dropped, cells stripped (UTF-8 with or without BOM).
+
+    A file that is not UTF-8 text or not CSV raises :class:`DataError` naming it (found by tests/test_fuzz.py)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            return [[cell.strip() for cell in row] for row in csv.reader(fh) if any(cell.strip() for cell in row)]
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not a UTF-8 text file (byte {exc.start}: {exc.reason}); is it really a CSV?") from None
+    except csv.Error as exc:
+        raise DataError(path, f"not a readable CSV file ({exc})") from None
 
 
 def make_problem(path: Path | str, problem: str, severity: str = "error", base: Path | None = None) -> Problem:
