@@ -159,14 +159,16 @@ def test_evaluate_skips_and_lists_bad_images(
     no_partial_files(out)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (xray_xai/evaluation.py): evaluate --out writes no skipped.csv")
 def test_evaluate_writes_skipped_csv(poisoned: tuple[Path, dict[str, Path]], ckpt: Path, tmp_path: Path) -> None:
-    root, _ = poisoned
+    root, planted = poisoned
     out = tmp_path / "eval"
     res = run("evaluate", "--model", "cnn-small", "--checkpoint", ckpt, "--data", root, "--split", "test",
               "--bootstrap", "0", "--out", out)  # fmt: skip
-    assert res.exit_code == 0
-    assert (out / "skipped.csv").is_file()
+    assert res.exit_code == 0, res.stderr
+    text = skipped_csv_paths(out / "skipped.csv")
+    assert text.startswith("path,problem\n")
+    assert not names_in(text, [p for c, p in planted.items() if c.startswith("test:")])
+    no_partial_files(out)
 
 
 def test_predict_skips_and_lists_bad_images(poisoned: tuple[Path, dict[str, Path]], ckpt: Path, tmp_path: Path) -> None:
@@ -179,6 +181,7 @@ def test_predict_skips_and_lists_bad_images(poisoned: tuple[Path, dict[str, Path
     rows = csv_path.read_text().splitlines()
     assert len(rows) > 1
     assert not [p for p in planted.values() if "/".join(p.parts[-3:]) in csv_path.read_text()]
+    assert not names_in(skipped_csv_paths(csv_path.with_name("predictions.skipped.csv")), list(planted.values()))
     no_partial_files(csv_path.parent)
 
 
@@ -214,10 +217,7 @@ def test_explain_skipped_csv_problem_column_does_not_repeat_the_path(
     rows = list(csv.DictReader((out / "skipped.csv").open()))
     assert rows and all(set(r) >= {"path", "problem"} for r in rows)
     row = next(r for r in rows if r["path"].endswith(bad_file.name))
-    if row["problem"].startswith(row["path"]):
-        pytest.xfail(
-            "BUG (xray_xai/explain_service.py): skipped.csv 'problem' repeats the path (str(exc), not .problem)"
-        )
+    assert not row["problem"].startswith(row["path"]), row
     assert "empty" in row["problem"]
 
 
@@ -234,13 +234,14 @@ def test_cluster_skips_bad_images(poisoned: tuple[Path, dict[str, Path]], ckpt: 
     no_partial_files(out)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (xray_xai/clustering.py): cluster --out writes no skipped.csv")
 def test_cluster_writes_skipped_csv(poisoned: tuple[Path, dict[str, Path]], ckpt: Path, tmp_path: Path) -> None:
     root, _ = poisoned
     out = tmp_path / "clusters"
     res = run("cluster", "--checkpoint", ckpt, "--data", root, "--k", "2", "--all-images", "--out", out)
-    assert res.exit_code == 0
-    assert (out / "skipped.csv").is_file()
+    assert res.exit_code == 0, res.stderr
+    listed = skipped_csv_paths(out / "skipped.csv")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped"] and all(s["path"] in listed for s in summary["skipped"])
 
 
 def test_cluster_k_larger_than_samples(poisoned: tuple[Path, dict[str, Path]], ckpt: Path, tmp_path: Path) -> None:
@@ -262,8 +263,13 @@ def test_audit_skips_bad_images(poisoned: tuple[Path, dict[str, Path]], ckpt: Pa
     assert res.exit_code == 0, res.stderr
     assert "skipped:" in res.stderr
     no_partial_files(out)
-    if not (out / "skipped.csv").is_file():
-        pytest.xfail("BUG (xray_xai/audit.py): skipped films only on stderr, not in skipped.csv nor report.json")
+    import csv
+
+    skipped_csv_paths(out / "skipped.csv")
+    listed = list(csv.DictReader((out / "skipped.csv").open()))
+    skipped = json.loads((out / "report.json").read_text())["audit"]["skipped"]
+    assert skipped and all(set(s) == {"path", "problem"} for s in skipped)
+    assert listed == skipped
 
 
 # --------------------------------------------------------------------------------------- single bad inputs
@@ -276,10 +282,9 @@ def test_predict_one_bad_file(case: str, ckpt: Path, tmp_path: Path) -> None:
     res = run("predict", "--model", "cnn-small", "--checkpoint", ckpt, "--input", path, "--csv", csv_path)
     assert_clean_exit(res)
     assert path.name in res.stderr and "Traceback" not in res.stderr
-    if res.exit_code == 0:
-        pytest.xfail("BUG (xray_xai/evaluation.py predict): every input unreadable -> exit 0 and a header-only CSV")
     assert_one_error_line(res, path.name)
     assert not csv_path.exists()
+    assert not csv_path.parent.exists() or not any(csv_path.parent.iterdir())
 
 
 @pytest.mark.parametrize("case", sorted(bad.BAD_IMAGES))
@@ -290,8 +295,6 @@ def test_explain_one_bad_file(case: str, ckpt: Path, tmp_path: Path) -> None:
     assert_clean_exit(res)
     assert path.name in res.stderr and "Traceback" not in res.stderr
     no_partial_files(out)
-    if res.exit_code == 0:
-        pytest.xfail("BUG (xray_xai/explain_service.py): every input unreadable -> exit 0, empty summary.json")
     assert_one_error_line(res, path.name)
 
 
@@ -412,6 +415,7 @@ def test_every_image_unreadable(tmp_path: Path, ckpt: Path) -> None:
     assert res.exit_code == 0 and json.loads(res.stdout)["error_count"] >= len(films)
     for args in (
         ["evaluate", "--model", "cnn-small", "--checkpoint", ckpt, "--data", root, "--bootstrap", "0"],
+        ["predict", "--model", "cnn-small", "--checkpoint", ckpt, "--data", root, "--csv", tmp_path / "p" / "p.csv"],
         ["explain", "--checkpoint", ckpt, "--method", "gradcam", "--data", root, "--out", tmp_path / "ex"],
         ["cluster", "--checkpoint", ckpt, "--data", root, "--k", "2", "--all-images", "--out", tmp_path / "cl"],
     ):
@@ -419,10 +423,32 @@ def test_every_image_unreadable(tmp_path: Path, ckpt: Path) -> None:
         assert_clean_exit(res)
         assert res.exit_code == 1, (args[0], res.stderr)
         assert res.stderr.startswith("error:") and res.stderr.count("\n") == 1, res.stderr
+        if args[0] == "cluster":
+            assert f"none of the {len(films)} films could be read" in res.stderr, res.stderr
+    assert not (tmp_path / "p").exists()
     res = run("train", "--model", "cnn-small", "--data", root, "--epochs", "1", "--image-size", "64",
               "--out", tmp_path / "run")  # fmt: skip
     assert_clean_exit(res)
-    if res.exit_code == 0:
-        pytest.xfail("BUG (xray_xai/training.py): no readable film -> exit 0, loss 0, an untrained model saved")
     assert res.exit_code == 1 and res.stderr.startswith("error:")
     assert not list_store()
+
+
+def test_model_forward_failure_is_one_plugin_error(ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model plugin whose forward raises a plain exception becomes a PluginError naming the model and the film."""
+    from xray_xai.errors import PluginError
+    from xray_xai.evaluation import predict
+    from xray_xai.store import load_model
+
+    model = load_model(ckpt)
+
+    def boom(x: object, **_: object) -> object:
+        raise RuntimeError("shape mismatch\nsecond line")
+
+    monkeypatch.setattr(model, "predict_proba", boom)
+    film = tmp_path / "film.png"
+    film.write_bytes(bad.png_bytes())
+    with pytest.raises(PluginError) as info:
+        predict(model, [film])
+    message = str(info.value)
+    assert "cnn-small" in message and film.name in message and "RuntimeError: shape mismatch" in message
+    assert "\n" not in message and isinstance(info.value.__cause__, RuntimeError)

@@ -18,7 +18,8 @@ For each pair the maps are computed once and every metric reads them:
 * **breakdowns** of each per-image score by region, correct vs wrong prediction and confidence bin;
 * best- and worst-localised examples as overlay PNGs (when ``out_dir`` is given).
 
-``audit(...)`` returns one JSON-ready dict and, with ``out_dir``, writes ``report.html`` and ``report.json`` there.
+``audit(...)`` returns one JSON-ready dict and, with ``out_dir``, writes ``report.html`` and ``report.json`` there;
+films that cannot be read are skipped and listed (``"skipped"`` in the dict and ``skipped.csv`` in ``out_dir``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ import numpy as np
 
 from . import audit_metrics as am
 from .errors import DataError, XrayXaiError
-from .interfaces import DatasetPlugin, Model, Preprocessing, Record
+from .fsutil import write_skipped_csv
+from .interfaces import DatasetPlugin, Model, Preprocessing, Problem, Record
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -74,6 +76,7 @@ class AuditInputs:
     markers: list[np.ndarray | None] = field(default_factory=list)  #: burned-in marker boxes, (S, S) bool
     collimation: list[np.ndarray | None] = field(default_factory=list)  #: collimated borders, (S, S) bool
     problems: list[str] = field(default_factory=list)  #: files skipped, one line each
+    skipped: list[Problem] = field(default_factory=list)  #: the same files as (path, problem), for skipped.csv
 
 
 def _numbers(value: Any, n: int) -> list[float] | None:
@@ -167,18 +170,17 @@ def prepare_inputs(records: Sequence[Record], pre: Preprocessing) -> AuditInputs
     from .preprocessing import geometry, geometry_mask, to_tensor
 
     kept: list[Record] = []
-    tensors, films, gts, markers, colls, problems = [], [], [], [], [], []
+    skipped: list[Problem] = []
+    tensors, films, gts, markers, colls = [], [], [], [], []
     for rec in records:
         try:
             image = read_image(rec.path)
             tensor = to_tensor(image, pre)
             film = geometry(image, pre)
             gt = geometry_mask(ground_truth_mask(rec, image.shape), pre) if rec.has_ground_truth else None
-        except XrayXaiError as exc:
-            problems.append(str(exc))
-            continue
-        except ValueError as exc:  # e.g. ground truth that cannot be rasterised on this film
-            problems.append(f"{rec.path}: {exc}".splitlines()[0])
+        except (XrayXaiError, ValueError) as exc:  # ValueError: e.g. ground truth not rasterisable on this film
+            problem = exc.problem if isinstance(exc, DataError) else str(exc)
+            skipped.append(Problem(str(rec.path), (problem.strip().splitlines() or [type(exc).__name__])[0]))
             continue
         mk = marker_mask(rec, image.shape)
         cl = collimation_mask(rec, image.shape)
@@ -188,6 +190,7 @@ def prepare_inputs(records: Sequence[Record], pre: Preprocessing) -> AuditInputs
         gts.append(None if gt is None or not np.any(gt) else np.asarray(gt, dtype=bool))
         markers.append(None if mk is None else np.asarray(geometry_mask(mk, pre), dtype=bool))
         colls.append(None if cl is None else np.asarray(geometry_mask(cl, pre), dtype=bool))
+    problems = [str(p) for p in skipped]
     if not kept:
         raise DataError(None, f"none of the {len(records)} selected images could be read: {'; '.join(problems[:3])}")
     return AuditInputs(
@@ -198,6 +201,7 @@ def prepare_inputs(records: Sequence[Record], pre: Preprocessing) -> AuditInputs
         markers=markers,
         collimation=colls,
         problems=problems,
+        skipped=skipped,
     )
 
 
@@ -505,8 +509,10 @@ def audit_records(
         },
         "models": {},
         "pairs": [],
-        "problems": [],
+        "problems": [],  #: skipped files, one line each (the HTML report and stderr list them)
+        "skipped": [],  #: the same as [{"path", "problem"}], also written to out_dir/skipped.csv
     }
+    skipped: list[Problem] = []
     pairs = [(mi, m) for mi in range(len(models)) for m in methods]
     it = iter(bar(pairs, "auditing", total=len(pairs), enabled=progress))
     for given in models:
@@ -523,9 +529,11 @@ def audit_records(
         if pre not in cache:
             cache[pre] = prepare_inputs(records, pre)
         inputs = cache[pre]
-        for p in inputs.problems:
-            if p not in result["problems"]:
-                result["problems"].append(p)
+        for prob in inputs.skipped:
+            if prob not in skipped:
+                skipped.append(prob)
+                result["problems"].append(str(prob))
+                result["skipped"].append({"path": prob.path, "problem": prob.problem})
         probs = _predict(model, inputs.images, batch_size)
         n_img, side = len(inputs.records), int(inputs.images.shape[-1])
         gt_idx = [i for i, r in enumerate(inputs.records) if r.label == 1 and inputs.gt[i] is not None]
@@ -658,6 +666,8 @@ def audit_records(
             result["pairs"].append(pair)
     for _ in it:  # drain the progress bar
         pass
+    if out_path is not None:
+        result["skipped_csv"] = str(write_skipped_csv(out_path / "skipped.csv", skipped))
     return result
 
 

@@ -380,7 +380,7 @@ def cluster(
     ``"labels"`` (``{group: np.ndarray}``) and ``"feature_set"`` (the :class:`~xray_xai.features.FeatureSet`).
     """
     from .features import extract_explanation_features, extract_features, model_fingerprint
-    from .fsutil import atomic_write_json, atomic_write_text
+    from .fsutil import atomic_write_json, atomic_write_text, write_skipped_csv
 
     if on not in ("features", "explanations"):
         raise XrayXaiError(f"on must be 'features' or 'explanations', got {on!r}")
@@ -413,10 +413,7 @@ def cluster(
         skipped += [p for p in efs.skipped if p not in skipped]
         selected = efs
     if len(selected) == 0:
-        raise DataError(
-            data_root,
-            f"no film has p(abnormal) >= {threshold} among {len(fs)} read; lower --threshold or add splits",
-        )
+        raise DataError(data_root, _nothing_selected(len(records), len(fs), threshold, on, skipped))
 
     out = Path(out_dir) if out_dir is not None else _default_out(model_name)
     out.mkdir(parents=True, exist_ok=True)
@@ -474,7 +471,12 @@ def cluster(
     if not per_region:
         summary.update({k_: v for k_, v in summary["groups"]["all"].items() if k_ != "files"})
         summary["files"] = summary["groups"]["all"]["files"]
-    summary["files_summary"] = {"json": str(out / "summary.json"), "markdown": str(out / "summary.md")}
+    summary["files_summary"] = {
+        "json": str(out / "summary.json"),
+        "markdown": str(out / "summary.md"),
+        "skipped": str(out / "skipped.csv"),
+    }
+    write_skipped_csv(out / "skipped.csv", skipped)
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "summary.md", _markdown(summary))
     if json:
@@ -483,6 +485,16 @@ def cluster(
     result["labels"] = labels_by_group
     result["feature_set"] = selected
     return result
+
+
+def _nothing_selected(n_films: int, n_read: int, threshold: float | None, on: str, skipped: Sequence[Problem]) -> str:
+    """Why nothing is left to cluster, in words a user can act on."""
+    first = f" (first: {skipped[0]})" if skipped else ""
+    if n_read == 0:
+        return f"none of the {n_films} films could be read{first}"
+    if threshold is None:  # every read film was kept, so the explanations must have failed
+        return f"none of the {n_read} films read could be explained for clustering on {on}{first}"
+    return f"no film has p(abnormal) >= {threshold} among {n_read} read; lower --threshold or add splits"
 
 
 def _safe(name: str) -> str:
@@ -717,6 +729,6 @@ def _markdown(summary: dict[str, Any]) -> str:
             lines += [f"| {c} | {e['nmi']:.3f} | {e['ari']:.3f} | {e['n_used']} |" for c, e in scored]
         lines.append("")
     if summary["skipped"]:
-        lines += [f"{len(summary['skipped'])} unreadable films were skipped (listed in summary.json).", ""]
+        lines += [f"{len(summary['skipped'])} unreadable films were skipped (listed in skipped.csv).", ""]
     lines += [f"Missing values: {summary['missing_values']}.", ""]
     return "\n".join(lines)

@@ -7,7 +7,7 @@ On MURA-layout data (MURA itself or the synthetic phantoms) it adds our study-le
 published radiologists and DenseNet-169 baseline (:data:`xray_xai.metrics.MURA_PUBLISHED_KAPPA`).
 
 ``predict`` needs no labels: files, folders (PNG, JPEG, DICOM) or a data set split; unreadable files are skipped
-and listed, never fatal.
+and listed, and only fatal when none at all can be read.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import DataError
-from .fsutil import atomic_path, atomic_write_json
+from .errors import DataError, PluginError, XrayXaiError
+from .fsutil import atomic_path, atomic_write_json, write_skipped_csv
 from .interfaces import Model, Problem, Record
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -72,10 +72,20 @@ def predict_records(
                 continue
             ids = idx.tolist()
             x = x.to(dev)
-            if needs_regions:
-                p = model.predict_proba(x, regions=[recs[i].region for i in ids])  # type: ignore[call-arg]
-            else:
-                p = model.predict_proba(x)
+            try:
+                if needs_regions:
+                    p = model.predict_proba(x, regions=[recs[i].region for i in ids])  # type: ignore[call-arg]
+                else:
+                    p = model.predict_proba(x)
+            except XrayXaiError:
+                raise
+            except Exception as exc:  # a model plugin's forward failed: one line naming it and the films
+                where = (
+                    str(recs[ids[0]].path) if len(ids) == 1 else f"a batch of {len(ids)} films from {recs[ids[0]].path}"
+                )
+                name = getattr(model, "name", type(model).__name__)
+                text = (str(exc).strip().splitlines() or [""])[0]
+                raise PluginError(f"model {name!r} failed on {where}: {type(exc).__name__}: {text}") from exc
             probs.append(p.detach().float().cpu().numpy().reshape(-1))
             kept.extend(ids)
     out = np.concatenate(probs) if probs else np.zeros(0)
@@ -108,7 +118,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Image- and study-level metrics of a model on ``split``, overall and per region, with 95% bootstrap CIs.
 
-    With ``out_dir``: ``metrics.json``, ``roc.png`` and ``confusion.png`` are written there.
+    With ``out_dir``: ``metrics.json``, ``roc.png``, ``confusion.png`` and ``skipped.csv`` (unreadable films, also
+    under ``"skipped"``) are written there.
     """
     import numpy as np
 
@@ -157,6 +168,7 @@ def evaluate(
             "roc": str(_plot_roc(out / "roc.png", {"image": (y, probs), "study": (s_y, s_p)})),
             "confusion": str(_plot_confusion(out / "confusion.png", image["overall"], study["overall"])),
         }
+        files["skipped"] = str(write_skipped_csv(out / "skipped.csv", skipped))
         result["files"] = {**files, "metrics": str(out / "metrics.json")}
         atomic_write_json(out / "metrics.json", result)
     return result
@@ -269,6 +281,8 @@ def predict(
     else:
         raise DataError(None, "predict needs input files/folders or a data set folder")
     kept, probs, skipped = predict_records(m, records, batch_size=batch_size, device=device, progress=progress)
+    if not kept:  # nothing could be read: an error, not an empty table
+        _raise_nothing_read(problems + skipped, len(records), data_root)
     s_ids, _, s_p = study_scores(kept, probs)
     per_study = dict(zip(s_ids, s_p.tolist(), strict=True))
     rows = []
@@ -285,3 +299,13 @@ def predict(
             }
         )
     return rows, problems + skipped
+
+
+def _raise_nothing_read(problems: Sequence[Problem], n_records: int, where: str | Path | None) -> None:
+    """One error line naming the (first) unreadable input, so a script never gets a header-only table."""
+    if not problems:
+        raise DataError(where, "no images to predict")
+    first = problems[0]
+    if len(problems) == 1:
+        raise DataError(first.path, first.problem)
+    raise DataError(first.path, f"{first.problem}; none of the {max(n_records, len(problems))} inputs could be read")

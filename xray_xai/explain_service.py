@@ -12,7 +12,6 @@ Every file is written atomically; with ``resume`` outputs that already exist are
 
 from __future__ import annotations
 
-import csv
 import inspect
 import io
 import re
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from .errors import DataError, PluginError, XrayXaiError
-from .fsutil import atomic_write_json, atomic_write_text
+from .fsutil import atomic_write_json, write_skipped_csv
 from .interfaces import Explainer, Explanation, Model, Problem, Record
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -295,7 +294,7 @@ def explain(
         if not prepared:
             continue
         if only == "predicted-abnormal":
-            prepared = _select_abnormal(prepared, loaded, labels, threshold)
+            prepared = _select_abnormal(recs, prepared, loaded, labels, threshold)
             if not prepared:
                 continue
         # (model label, method) -> Explanation for the prepared images, in order
@@ -303,7 +302,14 @@ def explain(
         for model, label in zip(loaded, labels, strict=True):
             x = _stack([p.tensors[label] for p in prepared], _device(model))
             for method, explainer in explainers.items():
-                batch_exps[(label, method)] = explainer.explain(model, x, target=target)
+                try:
+                    batch_exps[(label, method)] = explainer.explain(model, x, target=target)
+                except XrayXaiError:
+                    raise
+                except Exception as exc:  # a (third-party) explainer's bug: one line naming it and the films
+                    raise PluginError(
+                        f"explainer {method!r} failed on {_where(recs, prepared)}: {_one_line(exc)}"
+                    ) from exc
         for j, prep in enumerate(prepared):
             rec, stem = recs[prep.index], stems[prep.index]
             for label in labels:
@@ -378,6 +384,18 @@ def _prepare(
     return out
 
 
+def _where(recs: Sequence[Record], prepared: Sequence[_Prepared]) -> str:
+    """The film (or batch of films) a failing plugin was given, for its one-line error."""
+    first = recs[prepared[0].index].path
+    return str(first) if len(prepared) == 1 else f"a batch of {len(prepared)} films starting with {first}"
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` of an unexpected exception."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 def _stack(tensors: Sequence[torch.Tensor], device: Any) -> torch.Tensor:
     import torch
 
@@ -386,15 +404,24 @@ def _stack(tensors: Sequence[torch.Tensor], device: Any) -> torch.Tensor:
 
 
 def _select_abnormal(
-    prepared: list[_Prepared], models: Sequence[Model], labels: Sequence[str], threshold: float
+    recs: Sequence[Record],
+    prepared: list[_Prepared],
+    models: Sequence[Model],
+    labels: Sequence[str],
+    threshold: float,
 ) -> list[_Prepared]:
     """Keep images that at least one model predicts abnormal (so comparison figures stay complete)."""
     import torch
 
     keep = np.zeros(len(prepared), dtype=bool)
     for model, label in zip(models, labels, strict=True):
-        with torch.no_grad():
-            p = model.predict_proba(_stack([q.tensors[label] for q in prepared], _device(model)))
+        try:
+            with torch.no_grad():
+                p = model.predict_proba(_stack([q.tensors[label] for q in prepared], _device(model)))
+        except XrayXaiError:
+            raise
+        except Exception as exc:  # a model plugin's forward failed: one line naming it and the films
+            raise PluginError(f"model {label!r} failed on {_where(recs, prepared)}: {_one_line(exc)}") from exc
         keep |= p.detach().cpu().numpy().reshape(-1) >= threshold
     return [q for q, k in zip(prepared, keep, strict=True) if k]
 
@@ -611,12 +638,7 @@ def _sheet_entry(
 
 def _write_reports(out: Path, result: ExplainResult, sheet: list[dict[str, Any]], target: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["path", "problem"])
-    for p in result.skipped:
-        writer.writerow([p.path, p.problem])
-    atomic_write_text(out / "skipped.csv", buf.getvalue())
+    write_skipped_csv(out / "skipped.csv", result.skipped)
     if sheet:
         from .overlays import contact_sheet
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+if TYPE_CHECKING:  # pragma: no cover
+    from .interfaces import Problem
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "write_skipped_csv"]
 
 
 @contextlib.contextmanager
@@ -71,3 +76,16 @@ def atomic_write_json(target: str | Path, data: Any) -> Path:
         raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
     return atomic_write_text(target, json.dumps(data, indent=2, default=default) + "\n")
+
+
+def write_skipped_csv(target: str | Path, problems: Iterable[Problem]) -> Path:
+    """Write the files a batch command skipped as CSV (``path,problem``) atomically, so every command lists them alike.
+
+    The header is written even when nothing was skipped, so a script can always read the file.
+    """
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["path", "problem"])
+    for p in problems:
+        writer.writerow([p.path, p.problem])
+    return atomic_write_text(target, buf.getvalue())

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import DataError, PluginError
-from .fsutil import atomic_path, atomic_write_json, atomic_write_text
+from .fsutil import atomic_path, atomic_write_json, atomic_write_text, write_skipped_csv
 from .interfaces import Problem, Record
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -291,15 +291,6 @@ def _plot_history(path: Path, history: list[dict[str, Any]]) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
-
-
-def _write_skipped(run_dir: Path, skipped: list[Problem]) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["path", "problem"])
-    for p in skipped:
-        writer.writerow([p.path, p.problem])
-    atomic_write_text(run_dir / "skipped.csv", buf.getvalue())
 
 
 # -- model construction -------------------------------------------------------------------------------------------
@@ -655,7 +646,7 @@ def _train_torch(
             stopped_early = True
 
     skipped = list(getattr(train_ds, "skipped", [])) + list(getattr(val_ds, "skipped", []))
-    _write_skipped(run_dir, skipped)
+    write_skipped_csv(run_dir / "skipped.csv", skipped)
     if best_state:
         model.load_state_dict(best_state)
     model.to("cpu")
@@ -755,7 +746,7 @@ def _train_fit(
         "img_per_s": round(len(kept) / seconds, 2) if seconds > 0 else None,
     }
     skipped = skipped + vskipped
-    _write_skipped(run_dir, skipped)
+    write_skipped_csv(run_dir / "skipped.csv", skipped)
     _write_history(run_dir, [row], plot=False)
     metadata = {
         "dataset": ds_name,
@@ -863,7 +854,7 @@ def _train_ensemble(
         "seconds": round(time.perf_counter() - t0, 3),
     }
     history.append(row)
-    _write_skipped(run_dir, skipped)
+    write_skipped_csv(run_dir / "skipped.csv", skipped)
     metadata = {
         "dataset": ds_name,
         "split_fingerprint": fingerprint,

@@ -150,4 +150,5 @@ def cluster(
         for text in group["descriptions"].values():
             click.echo(f"  {text}")
     if summary["skipped"]:
-        click.echo(f"{len(summary['skipped'])} unreadable films skipped (see summary.json)", err=True)
+        where = summary.get("files_summary", {}).get("skipped", "summary.json")
+        click.echo(f"{len(summary['skipped'])} unreadable films skipped, listed in {where}", err=True)

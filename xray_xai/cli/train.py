@@ -219,7 +219,8 @@ def _print_evaluation(result: dict[str, Any]) -> None:
             table.add_row(row["region"], *(_fmt(row[c]) for c in cols))
         console.print(table)
     if result["skipped"]:
-        click.echo(f"{len(result['skipped'])} image(s) skipped", err=True)
+        listed = (result.get("files") or {}).get("skipped")
+        click.echo(f"{len(result['skipped'])} image(s) skipped" + (f", listed in {listed}" if listed else ""), err=True)
 
 
 @click.command()
@@ -249,7 +250,7 @@ def predict(
     """Probability of abnormal per image (and per study: mean over its views); no labels needed.
 
     Inputs are PNG/JPEG/DICOM files or folders (each sub-folder a study), or a data set split. Unreadable files
-    are skipped and listed on stderr.
+    are skipped and listed on stderr (and, with --csv, in NAME.skipped.csv beside it); none readable is an error.
 
     \b
     Example:
@@ -257,7 +258,7 @@ def predict(
       xray-xai predict --model cnn-small --data phantoms --split test --json
     """
     from ..evaluation import predict as run_predict
-    from ..fsutil import atomic_write_text
+    from ..fsutil import atomic_write_text, write_skipped_csv
 
     if bool(inputs) == (data_root is not None):
         raise click.UsageError("give either --input (one or more) or --data")
@@ -281,6 +282,9 @@ def predict(
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(csv_path, buf.getvalue())
+        if problems:  # beside the table, named after it: --csv may point into a folder another command owns
+            listed = write_skipped_csv(csv_path.with_name(f"{csv_path.stem}.skipped.csv"), problems)
+            click.echo(f"{len(problems)} file(s) skipped, listed in {listed}", err=True)
     if as_json:
         echo_json(rows)
     elif csv_path is None:
