@@ -26,7 +26,7 @@ def test_model_contract(name: str) -> None:
 
 
 def test_nasnet_mobile_refuses_clearly() -> None:
-    with pytest.raises(PluginError, match="(?i)nasnet"):
+    with pytest.raises(PluginError, match=r"(?i)nasnet"):
         xray_xai.get_model("nasnet-mobile")()
 
 
