@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -141,6 +141,7 @@ def data(directory: Path, dataset_name: str | None, options: dict[str, Any], che
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
+    from rich import box
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -153,9 +154,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"{std['total']} studies, {summary['patients']} patients"
     )
     columns = _columns(summary)
-    table = Table()
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)  # light borders: the whole table fits 80 columns
     for title, _ in columns:
-        table.add_column(title, justify="left" if title in ("split", "region") else "right", no_wrap=True)
+        justify: Literal["left", "right"] = "left" if title in ("split", "region") else "right"
+        width = 8 if title == "region" else len(title)  # "shoulder", "fracatlas" regions fit
+        table.add_column(title, justify=justify, no_wrap=True, min_width=width)
     for row in summary["table"]:
         table.add_row(row["split"], row["region"], *(get(row) for _, get in columns[2:]))
     table.add_section()
@@ -181,12 +184,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def _columns(summary: dict[str, Any]) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
-    """Table columns (abn./norm.: images labelled abnormal/normal; abn. st.: abnormal studies); those that would
+    """Table columns (abn./norm.: images labelled abnormal/normal; abn.st: abnormal studies; w/ mask: images with
+    localisation ground truth); those that would
     only repeat another column or hold zeros are left out, so the table fits 80 columns."""
     columns: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("split", str),
         ("region", str),
-        ("images", lambda c: str(c["images"]["total"])),
+        ("imgs", lambda c: str(c["images"]["total"])),
         ("abn.", lambda c: str(c["images"]["abnormal"])),
         ("norm.", lambda c: str(c["images"]["normal"])),
     ]
@@ -194,9 +198,9 @@ def _columns(summary: dict[str, Any]) -> list[tuple[str, Callable[[dict[str, Any
         columns.append(("unlab.", lambda c: str(c["images"]["unknown"])))
     if summary["studies"]["total"] != summary["images"]["total"]:
         columns.append(("studies", lambda c: str(c["studies"]["total"])))
-        columns.append(("abn. st.", lambda c: str(c["studies"]["abnormal"])))
+        columns.append(("abn.st", lambda c: str(c["studies"]["abnormal"])))
     if summary["patients"]:
         columns.append(("patients", lambda c: str(c["patients"])))
     if summary["with_ground_truth"]:
-        columns.append(("localised", lambda c: str(c["with_ground_truth"])))
+        columns.append(("w/ mask", lambda c: str(c["with_ground_truth"])))
     return columns
