@@ -1,0 +1,202 @@
+"""Explainers on DenseNet-169 (``densenet-full``, untrained weights) against the libraries users would otherwise call.
+
+Timed (round-robin in one process, fastest of ``repeats``): our ``gradcam`` vs pytorch-grad-cam's ``GradCAM`` called
+as its README shows (a wrapper gives it the ``(B, 1)`` output it expects); our ``saliency`` (raw gradients) vs captum
+``Saliency`` and vs one forward + backward with frozen parameters; ``saliency`` with SLIC superpixels vs without.
+Counted: forward calls per ``cam`` / ``gradcam`` explanation (the probability comes from the same pass). Memory:
+peak RSS of integrated gradients at two internal batch sizes, each in a fresh process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from _util import Row, best, fmt_rate, interleaved, run_case, set_threads
+
+
+def _model_and_batch(batch: int, size: int) -> tuple[Any, Any]:
+    import torch
+    from xray_xai_plugins.models.densenet import DenseNetFull
+
+    torch.manual_seed(0)
+    model = DenseNetFull(image_size=size).eval()
+    x = torch.randn(batch, 3, size, size)
+    return model, x
+
+
+def case_speed(batch: int, size: int, repeats: int) -> dict[str, Any]:
+    """Every timed comparison of the explainers, interleaved so machine load affects all of them alike."""
+    import torch
+    from captum.attr import Saliency as CaptumSaliency
+    from pytorch_grad_cam import GradCAM as PgcGradCAM
+    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+    from xray_xai_plugins.explainers.cam import CAM
+    from xray_xai_plugins.explainers.gradcam import GradCAM
+    from xray_xai_plugins.explainers.saliency import Saliency
+
+    from xray_xai.explaining import find_layer
+
+    threads = set_threads()
+    model, x = _model_and_batch(batch, size)
+
+    class TwoDim(torch.nn.Module):
+        """pytorch-grad-cam and captum want (B, n_outputs); ours returns one logit per image (B,)."""
+
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return self.inner(t)[:, None]
+
+    wrapped = TwoDim(model).eval()
+    layer = find_layer(model, model.target_layer)
+    pgc = PgcGradCAM(model=wrapped, target_layers=[layer])
+    targets = [BinaryClassifierOutputTarget(1) for _ in range(batch)]
+    captum_sal = CaptumSaliency(wrapped)
+    ours_gc = GradCAM()
+    ours_sal = Saliency(superpixels=False)
+    ours_sp = Saliency(superpixels=True)
+
+    def plain_fwd_bwd() -> None:
+        params = list(model.parameters())
+        flags = [p.requires_grad for p in params]
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            xi = x.detach().clone().requires_grad_(True)
+            model(xi).sum().backward()
+            assert xi.grad is not None
+        finally:
+            for p, f in zip(params, flags, strict=True):
+                p.requires_grad_(f)
+
+    fns = {
+        "ours_gradcam": lambda: ours_gc.explain(model, x),
+        "pgc_gradcam": lambda: pgc(input_tensor=x, targets=targets),
+        "ours_saliency": lambda: ours_sal.explain(model, x),
+        "captum_saliency": lambda: captum_sal.attribute(x, target=0, abs=True),
+        "plain_fwd_bwd": plain_fwd_bwd,
+        "ours_saliency_superpixels": lambda: ours_sp.explain(model, x),
+    }
+    times = interleaved(fns, repeats=repeats, warmup=1)
+    model.zero_grad(set_to_none=True)
+
+    # forward calls per explanation: one pass gives the map and the probability
+    calls = {"n": 0}
+    handle = model.register_forward_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
+    counts = {}
+    try:
+        for name, exp in (("cam", CAM()), ("gradcam", ours_gc)):
+            calls["n"] = 0
+            e = exp.explain(model, x)
+            with torch.no_grad():
+                p_ref = torch.sigmoid(model(x)).numpy()
+            counts[name] = {
+                "forwards": calls["n"] - 1,
+                "probability_matches": bool(abs(e.probabilities - p_ref).max() < 1e-4),
+            }
+    finally:
+        handle.remove()
+    return {"times": times, "forward_counts": counts, "threads": threads, "batch": batch, "size": size}
+
+
+def case_service_forwards(batch: int, size: int) -> dict[str, Any]:
+    """Forward passes the explain service runs for methods ``cam,gradcam`` on one batch (no extra prediction pass)."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+    from xray_xai_plugins.models.densenet import DenseNetFull
+
+    from xray_xai.explain_service import explain
+
+    set_threads()
+    model = DenseNetFull(image_size=size).eval()
+    calls = {"n": 0}
+    model.register_forward_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = np.random.default_rng(0)
+        paths = []
+        for i in range(batch):
+            p = Path(tmp) / f"img{i:03d}.png"
+            Image.fromarray((rng.random((size, size)) * 255).astype(np.uint8)).save(p)
+            paths.append(p)
+        explain(model, "cam,gradcam", inputs=[str(p) for p in paths], out=None, batch_size=batch, show_progress=False)
+    return {"forwards": calls["n"], "batches": 1, "methods": 2}
+
+
+def case_ig_memory(batch: int, size: int, n_steps: int, internal_batch_size: int) -> dict[str, Any]:
+    """Peak RSS of integrated gradients with a given internal batch size (fresh process: VmHWM is the case's)."""
+    import time
+
+    from _util import peak_rss_mb
+    from xray_xai_plugins.explainers.captum_methods import IntegratedGradients
+
+    set_threads()
+    model, x = _model_and_batch(batch, size)
+    before = peak_rss_mb()
+    t0 = time.perf_counter()
+    IntegratedGradients(n_steps=n_steps, internal_batch_size=internal_batch_size).explain(model, x)
+    return {"seconds": time.perf_counter() - t0, "rss_before_mb": before}
+
+
+def run(quick: bool) -> list[Row]:
+    batch, size, repeats = (4, 224, 2) if quick else (16, 224, 2)
+    r = run_case("bench_explainers", "case_speed", batch=batch, size=size, repeats=repeats)
+    t = {k: best(v) for k, v in r["times"].items()}
+    setting = f"densenet-full, batch {batch} x {size} px, {r['threads']} threads, best of {repeats}"
+    rows = [
+        Row(
+            "explainers", "gradcam vs pytorch-grad-cam GradCAM", fmt_rate(batch, t["ours_gradcam"]),
+            fmt_rate(batch, t["pgc_gradcam"]), t["pgc_gradcam"] / t["ours_gradcam"], "speed-up (x)", ">= 2.5",
+            t["pgc_gradcam"] / t["ours_gradcam"] >= 2.5, setting,
+        ),
+        Row(
+            "explainers", "saliency (raw) vs captum Saliency", fmt_rate(batch, t["ours_saliency"]),
+            fmt_rate(batch, t["captum_saliency"]), t["captum_saliency"] / t["ours_saliency"], "speed-up (x)",
+            ">= 1.0", t["captum_saliency"] / t["ours_saliency"] >= 1.0, setting,
+        ),
+        Row(
+            "explainers", "saliency (raw) vs 1 fwd+bwd, frozen params", fmt_rate(batch, t["ours_saliency"]),
+            fmt_rate(batch, t["plain_fwd_bwd"]), t["ours_saliency"] / t["plain_fwd_bwd"], "time ratio",
+            "<= 1.10", t["ours_saliency"] / t["plain_fwd_bwd"] <= 1.10, setting,
+        ),
+        Row(
+            "explainers", "saliency superpixels vs raw", fmt_rate(batch, t["ours_saliency_superpixels"]),
+            fmt_rate(batch, t["ours_saliency"]), t["ours_saliency_superpixels"] / t["ours_saliency"], "time ratio",
+            "<= 1.30", t["ours_saliency_superpixels"] / t["ours_saliency"] <= 1.30, "SLIC n_segments=150; " + setting,
+        ),
+    ]  # fmt: skip
+    fc = r["forward_counts"]
+    ok = all(v["forwards"] == 1 and v["probability_matches"] for v in fc.values())
+    svc = run_case("bench_explainers", "case_service_forwards", batch=4, size=size)
+    rows.append(
+        Row(
+            "explainers", "forward passes per explanation (cam, gradcam)",
+            f"cam {fc['cam']['forwards']}, gradcam {fc['gradcam']['forwards']}", "1 each", None, "", "1 each", ok,
+            f"probability from the same pass: {ok}; explain service, methods cam,gradcam, 1 batch: "
+            f"{svc['forwards']} forwards (one per method, no separate prediction pass)",
+            {"per_explainer": fc, "service": svc},
+        )
+    )  # fmt: skip
+    ig = {}
+    ig_batch, ig_steps = (1, 16) if quick else (2, 32)
+    for ibs in (2, 8):
+        ig[ibs] = run_case(
+            "bench_explainers", "case_ig_memory", batch=ig_batch, size=size, n_steps=ig_steps, internal_batch_size=ibs
+        )
+    grow = ig[8]["peak_rss_mb"] - ig[2]["peak_rss_mb"]
+    rows.append(
+        Row(
+            "explainers", "integrated-gradients peak RSS, internal batch 2 vs 8",
+            f"{ig[2]['peak_rss_mb']:.0f} MiB vs {ig[8]['peak_rss_mb']:.0f} MiB", "",
+            ig[8]["peak_rss_mb"] / ig[2]["peak_rss_mb"],
+            "RSS ratio (8 / 2)", "bounded by internal batch", ig[2]["peak_rss_mb"] < ig[8]["peak_rss_mb"],
+            f"{ig_batch} images x {ig_steps} steps = {ig_batch * ig_steps} forward rows either way; +{grow:.0f} MiB "
+            f"for 6 more rows per chunk; RSS after loading the model {ig[2]['rss_before_mb']:.0f} MiB",
+            {"ig": ig},
+        )
+    )  # fmt: skip
+    return rows
