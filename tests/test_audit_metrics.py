@@ -156,6 +156,22 @@ def test_vectorised_curves_match_a_naive_loop() -> None:
             assert got.curves["insertion"][b, k] == pytest.approx(float(probe(inserted[None])[0]), abs=1e-6)
 
 
+def test_default_faithfulness_batch_is_small_and_does_not_change_curves() -> None:
+    """The default chunk (8 perturbed inputs, faster on CPU) gives the same curves as one large batch."""
+    probe, images, perfect = _probe_case(3)
+    sizes: list[int] = []
+
+    def counting(x: torch.Tensor) -> torch.Tensor:
+        sizes.append(len(x))
+        return probe(x)
+
+    small = am.faithfulness_curves(counting, images, perfect, steps=8, grid=4, baseline="mean")
+    assert max(sizes) == am.FAITHFULNESS_BATCH_SIZE == 8 and len(sizes) > 4
+    large = am.faithfulness_curves(probe, images, perfect, steps=8, grid=4, baseline="mean", batch_size=64)
+    for kind in ("deletion", "insertion"):
+        np.testing.assert_allclose(small.curves[kind], large.curves[kind], atol=1e-6)
+
+
 def test_curve_error_of_coarser_curves_is_small_and_zero_for_identical() -> None:
     probe, images, perfect = _probe_case(2)
     fine = am.faithfulness_curves(probe, images, perfect, steps=64, grid=1, baseline="mean", kinds=("deletion",))

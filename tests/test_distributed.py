@@ -234,3 +234,93 @@ def test_ddp_helpers_single_process():
     assert ddp.shard(list(range(5))) == [0, 1, 2, 3, 4]
     net = torch.nn.Linear(2, 1)
     assert ddp.wrap(net, torch.device("cpu")) is net
+
+
+# -- the CLI's --backend ray (fast: the distributed functions are replaced by recorders) ------------------------------
+class _Recorder:
+    """Stands in for a distributed command: records its call and returns a canned JSON-ready summary."""
+
+    def __init__(self, summary: dict) -> None:
+        self.summary = summary
+        self.calls: list[tuple[tuple, dict]] = []
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        return self.summary
+
+
+def test_explain_cli_backend_ray_calls_explain_command(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import xray_xai.distributed as distributed
+    from xray_xai.cli import main
+
+    run = {"model": "m", "method": "gradcam", "n_images": 3, "n_explained": 3, "seconds": 1.0}
+    fake = _Recorder({"backend": "ray", "out": str(tmp_path / "maps"), "skipped": [], "runs": [run]})
+    monkeypatch.setattr(distributed, "explain_command", fake)
+    film = tmp_path / "film.png"
+    args = ["explain", "--model", "cnn-small", "--methods", "gradcam,saliency", "--input", str(film),
+            "--out", str(tmp_path / "maps"), "--batch-size", "4", "--limit", "3", "--param", "saliency.n_segments=20",
+            "--backend", "ray", "--concurrency", "5", "--ray-address", "ray://head:10001"]  # fmt: skip
+    result = CliRunner().invoke(main, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["backend"] == "ray"
+    (models, methods), kw = fake.calls[0]
+    assert list(models) == ["cnn-small"] and list(methods) == ["gradcam", "saliency"]
+    assert [Path(p) for p in kw["inputs"]] == [film] and Path(kw["out"]) == tmp_path / "maps"
+    assert kw["batch_size"] == 4 and kw["limit"] == 3 and kw["concurrency"] == 5
+    assert kw["address"] == "ray://head:10001" and kw["params"] == {"saliency": {"n_segments": 20}}
+    assert not (tmp_path / "maps").exists()  # the local service never ran
+
+    plain = CliRunner().invoke(main, args)
+    assert plain.exit_code == 0, plain.output
+    assert plain.output.count("\n") == 1 and "3 map(s)" in plain.output  # one-line summary without --json
+
+    refused = CliRunner().invoke(main, [*args, "--resume"])
+    assert refused.exit_code == 2 and "--resume" in refused.output and len(fake.calls) == 2
+
+
+def test_cluster_cli_backend_ray_calls_cluster_command(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import xray_xai.distributed as distributed
+    from xray_xai.cli import main
+
+    fake = _Recorder({"backend": "ray", "out": str(tmp_path / "clu"), "n_images": 10, "n_selected": 6, "k": 3,
+                      "sizes": {"0": 2, "1": 2, "2": 2}, "streamed": False, "seconds": 1.0, "fit_seconds": 0.1,
+                      "skipped": []})  # fmt: skip
+    monkeypatch.setattr(distributed, "cluster_command", fake)
+    args = ["cluster", "--model", "cnn-small", "--data", str(tmp_path), "--k", "3", "--splits", "all",
+            "--all-images", "--out", str(tmp_path / "clu"), "--param", "n_components=5", "--backend", "ray",
+            "--concurrency", "3"]  # fmt: skip
+    result = CliRunner().invoke(main, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["n_selected"] == 6
+    (model, root), kw = fake.calls[0]
+    assert model == "cnn-small" and Path(root) == tmp_path
+    assert kw["k"] == 3 and tuple(kw["splits"]) == ("all",) and kw["threshold"] is None
+    assert kw["concurrency"] == 3 and kw["address"] is None and kw["method_params"] == {"n_components": 5}
+    assert Path(kw["out_dir"]) == tmp_path / "clu"
+
+    plain = CliRunner().invoke(main, args)
+    assert plain.exit_code == 0 and plain.output.count("\n") == 1 and "6 of 10 films" in plain.output
+
+    refused = CliRunner().invoke(main, [*args, "--select-k", "2-4"])
+    assert refused.exit_code == 2 and "--select-k" in refused.output and len(fake.calls) == 2
+
+
+def test_backend_ray_without_ray_is_one_line(tmp_path, monkeypatch):
+    """No Ray installed: exit 1 with one line that says how to get it, not a traceback."""
+    from click.testing import CliRunner
+
+    from xray_xai.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
+    film = tmp_path / "film.png"
+    film.write_bytes(b"")
+    result = CliRunner().invoke(
+        main, ["explain", "--model", "cnn-small", "--method", "gradcam", "--input", str(film), "--backend", "ray"]
+    )
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and 'pip install "xray-xai[ray]"' in lines[0]

@@ -458,7 +458,7 @@ def audit_records(
     grid: int = 8,
     baseline: str = "blur",
     batch_size: int = 16,
-    faithfulness_batch_size: int = 64,
+    faithfulness_batch_size: int = am.FAITHFULNESS_BATCH_SIZE,
     sanity_stages: int = 4,
     sanity_n: int = 16,
     sanity_threshold: float = am.SANITY_THRESHOLD,
@@ -700,7 +700,8 @@ def audit(
     Further keyword options go to :func:`audit_records`:
 
     * ``baseline`` ("blur" | "mean"): what removed pixels become;
-    * ``faithfulness_batch_size`` (64): perturbed inputs per forward pass;
+    * ``faithfulness_batch_size`` (8, :data:`xray_xai.audit_metrics.FAITHFULNESS_BATCH_SIZE`): perturbed inputs per
+      forward pass (small batches are faster on CPU; try larger ones on a GPU);
     * ``channels_last`` (True): evaluate the curves on a channels-last copy of a torch model (faster on CPU);
     * ``sanity_stages`` (4), ``sanity_n`` (16), ``sanity_threshold`` (0.5): randomisation stages, images explained
       at each stage, and the pass rule (mean Spearman at full randomisation below the threshold);

@@ -14,7 +14,7 @@ revealed (insertion) in order of importance, the model's probability of "abnorma
 area under that curve is integrated by the trapezoid rule over the fraction of cells changed. Removed pixels take a
 baseline suited to single-channel films: a Gaussian blur of the input (``"blur"``) or its mean intensity (``"mean"``);
 black would itself look like an abnormal, collimated film. All perturbed inputs are built with one vectorised gather
-per chunk and evaluated in large batches under ``torch.inference_mode``.
+per chunk and evaluated in batches of :data:`FAITHFULNESS_BATCH_SIZE` under ``torch.inference_mode``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DEFAULT_BORDER_FRAC",
     "DEFAULT_TOLERANCE_FRAC",
+    "FAITHFULNESS_BATCH_SIZE",
     "SANITY_THRESHOLD",
     "FaithfulnessCurves",
     "bootstrap_ci",
@@ -61,6 +62,11 @@ SANITY_THRESHOLD = 0.5
 DEFAULT_TOLERANCE_FRAC = 0.035
 #: width of the border band (shortcut check) as a fraction of the image side
 DEFAULT_BORDER_FRAC = 0.08
+#: perturbed inputs per forward pass of the deletion/insertion curves. Small batches are faster on CPU: for
+#: efficientnet-lite0 on 64 images (1 thread) the curves took 15.0 s at batch 64, 6.4 s at 16 and 4.2 s at 4, and
+#: batch 8 was 2.4x faster than 64. On a GPU larger batches may pay off:
+#: pass ``batch_size`` / ``faithfulness_batch_size`` explicitly.
+FAITHFULNESS_BATCH_SIZE = 8
 
 Predict = Callable[["torch.Tensor"], "torch.Tensor"]
 
@@ -148,7 +154,7 @@ def faithfulness_curves(
     baseline: str | float = "blur",
     blur_sigma: float | None = None,
     kinds: Sequence[Literal["deletion", "insertion"]] = ("deletion", "insertion"),
-    batch_size: int = 64,
+    batch_size: int = FAITHFULNESS_BATCH_SIZE,
     orders: np.ndarray | None = None,
     seed: int = 0,
 ) -> FaithfulnessCurves:

@@ -55,7 +55,7 @@ def _ray() -> Any:
     try:
         import ray
     except ImportError:  # pragma: no cover - depends on the environment
-        raise PluginError('the ray backend needs Ray Data: pip install "ray[data]"') from None
+        raise PluginError('the ray backend needs Ray Data: pip install "xray-xai[ray]"') from None
     return ray
 
 

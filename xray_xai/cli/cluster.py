@@ -62,6 +62,15 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help='Embed here, or on a Ray cluster (assignments.parquet; pip install "xray-xai[ray]").',
+)
+@click.option("--concurrency", default=2, show_default=True, type=click.IntRange(1), help="Ray actors (--backend ray).")
+@click.option("--ray-address", help="Ray cluster to join, e.g. auto or ray://host:10001 (default: start a local one).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @handle_errors
 def cluster(
@@ -84,6 +93,9 @@ def cluster(
     out_dir: Path | None,
     seed: int,
     batch_size: int,
+    backend: str,
+    concurrency: int,
+    ray_address: str | None,
     as_json: bool,
 ) -> None:
     """Cluster the films a model predicts abnormal (PCA + k-means on deep features by default).
@@ -94,11 +106,16 @@ def cluster(
     another --k, --method or --threshold is fast. --on explanations clusters Grad-CAM maps instead: groups of films
     where the model looks at the same kind of place.
 
+    --backend ray embeds the films on a Ray cluster (--concurrency actors) and clusters on this machine, streaming
+    from disk when the features are large; it writes features.npy and assignments.parquet (no figures, and no
+    --per-region, --select-k or --on explanations there).
+
     \b
     Example:
       xray-xai cluster --model densenet-full --data MURA-v1.1 --k 4 --splits train,valid --out clusters/
       xray-xai cluster --checkpoint run/model.safetensors --data phantoms --per-region --select-k 2-8
       xray-xai cluster --model densenet-full --data MURA-v1.1 --on explanations --explainer gradcam --json
+      xray-xai cluster --model densenet-full --data MURA-v1.1 --backend ray --ray-address auto --concurrency 16
     """
     from ..clustering import cluster as run_cluster
     from ..errors import XrayXaiError
@@ -107,6 +124,11 @@ def cluster(
         raise click.UsageError("give either --region or --per-region, not both")
     if checkpoint is None and not model_name:
         raise click.UsageError("give --model NAME or --checkpoint PATH")
+    if backend == "ray":
+        unsupported = [flag for flag, used in (("--per-region", per_region), ("--select-k", bool(select_k)),
+                                               ("--on explanations", on != "features")) if used]  # fmt: skip
+        if unsupported:
+            raise click.UsageError(f"{', '.join(unsupported)} only work with --backend local")
     model: Any = checkpoint if checkpoint is not None else model_name
     if checkpoint is not None and model_name:
         from ..store import load_model
@@ -114,13 +136,22 @@ def cluster(
         model = load_model(checkpoint)
         if model.name != model_name:
             raise XrayXaiError(f"{checkpoint}: holds a {model.name!r} model, not {model_name!r}")
+    split_names = tuple(s for s in splits.split(",") if s.strip())
+    if backend == "ray":
+        _cluster_ray(
+            model, data_root, dataset=dataset, k=k, method=method, splits=split_names,
+            threshold=None if all_images else threshold, region=region, out_dir=out_dir, seed=seed,
+            batch_size=batch_size, method_params=_parse_params(params), concurrency=concurrency, address=ray_address,
+            as_json=as_json,
+        )  # fmt: skip
+        return
     summary = run_cluster(
         model,
         data_root,
         dataset=dataset,
         k=k,
         method=method,
-        splits=tuple(s for s in splits.split(",") if s.strip()),
+        splits=split_names,
         threshold=None if all_images else threshold,
         region=region,
         per_region=per_region,
@@ -152,3 +183,21 @@ def cluster(
     if summary["skipped"]:
         where = summary.get("files_summary", {}).get("skipped", "summary.json")
         click.echo(f"{len(summary['skipped'])} unreadable films skipped, listed in {where}", err=True)
+
+
+def _cluster_ray(model: Any, data_root: Path, *, as_json: bool, **options: Any) -> None:
+    """``--backend ray``: call the distributed command and report it as JSON or one line."""
+    from ..distributed import cluster_command
+
+    summary = cluster_command(model, data_root, **options)
+    if as_json:
+        echo_json(summary)
+        return
+    sizes = ", ".join(f"{c}: {n}" for c, n in summary["sizes"].items())
+    how = "streamed" if summary["streamed"] else "in memory"
+    click.echo(
+        f"{summary['n_selected']} of {summary['n_images']} films clustered on Ray ({how}; sizes {sizes}) "
+        f"in {summary['seconds'] + summary['fit_seconds']:.1f}s -> {summary['out']}"
+    )
+    if summary["skipped"]:
+        click.echo(f"{len(summary['skipped'])} unreadable films skipped", err=True)

@@ -80,6 +80,23 @@ def _parse_params(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for methods that draw noise.")
 @click.option("--resume", is_flag=True, help="Skip images whose outputs already exist.")
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help='Run here, or spread over a Ray cluster (maps as Parquet shards; pip install "xray-xai[ray]").',
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Ray actors, each holding one model (--backend ray).",
+)
+@click.option(
+    "--ray-address", default=None, help="Ray cluster to join, e.g. auto or ray://host:10001 (default: local)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @handle_errors
 def explain(
@@ -102,17 +119,25 @@ def explain(
     params: tuple[str, ...],
     seed: int,
     resume: bool,
+    backend: str,
+    concurrency: int,
+    ray_address: str | None,
     as_json: bool,
 ) -> None:
     """Explain predictions with heatmaps: an overlay PNG, the raw map and metadata per image, a comparison figure
     when several models or methods are given (rows = models, columns = film + methods), one figure per study,
     and an index.html contact sheet. Unreadable images are skipped and listed in skipped.csv.
 
+    --backend ray spreads the work over a Ray cluster (--concurrency actors, each loading the model once) and writes
+    the maps as Parquet shards under OUT/<model>/<method>/ instead of PNG/NPY/JSON files (no figures, --only,
+    --per-member or --resume there).
+
     \b
     Example:
       xray-xai explain --model densenet-full --method gradcam --input film.png --out expl
       xray-xai explain --model densenet-linear --model densenet-full --methods saliency,gradcam \\
           --data MURA-v1.1 --split valid --only predicted-abnormal --limit 50
+      xray-xai explain --model densenet-full --method gradcam --data MURA-v1.1 --backend ray --concurrency 8
     """
     from ..explain_service import explain as run_explain
 
@@ -123,6 +148,14 @@ def explain(
         raise click.UsageError("give --model NAME (repeatable) or --checkpoint PATH")
     if not inputs and data is None:
         raise click.UsageError("give --input PATH (repeatable) or --data DIR")
+    if backend == "ray":
+        _explain_ray(
+            models, chosen, inputs=inputs, data=data, dataset=dataset, split=split, checkpoint=checkpoint,
+            only=only, per_member=per_member, resume=resume, limit=limit, out=out, batch_size=batch_size,
+            target=target, params=_parse_params(params), seed=seed, concurrency=concurrency, address=ray_address,
+            as_json=as_json,
+        )  # fmt: skip
+        return
     result = run_explain(
         list(models),
         chosen,
@@ -159,3 +192,34 @@ def explain(
         click.echo(f"skipped {len(result.skipped)} file(s), listed in {out / 'skipped.csv'}:", err=True)
         for p in result.skipped[:10]:
             click.echo(f"  {p}", err=True)
+
+
+def _explain_ray(
+    models: tuple[str, ...],
+    methods: list[str],
+    *,
+    only: str,
+    per_member: bool,
+    resume: bool,
+    as_json: bool,
+    **options: Any,
+) -> None:
+    """``--backend ray``: refuse the options only the local backend has, call the distributed command, report."""
+    from ..distributed import explain_command
+
+    unsupported = [flag for flag, used in (("--only", only != "all"), ("--per-member", per_member),
+                                           ("--resume", resume)) if used]  # fmt: skip
+    if unsupported:
+        raise click.UsageError(f"{', '.join(unsupported)} only work with --backend local")
+    summary = explain_command(list(models), methods, **options)
+    if as_json:
+        echo_json(summary)
+        return
+    runs = summary["runs"]
+    done = sum(int(r.get("n_explained", 0)) for r in runs)
+    seconds = sum(float(r.get("seconds", 0.0)) for r in runs)
+    click.echo(f"explained {done} map(s) in {len(runs)} run(s) on Ray in {seconds:.1f}s -> {summary['out']} (Parquet)")
+    if summary["skipped"]:
+        click.echo(f"skipped {len(summary['skipped'])} file(s):", err=True)
+        for p in summary["skipped"][:10]:
+            click.echo(f"  {p['path']}: {p['problem']}", err=True)
