@@ -29,15 +29,15 @@ class DemoConfig:
     image_size: int = 128  # phantoms are drawn at this size; models see it too
     seed: int = 0
     main_model: str = "efficientnet-lite0"
-    epochs: int = 5
+    epochs: int = 4
     batch_size: int = 16
     lr: float = 1e-3
     densenet_size: int = 64
     densenet_epochs: int = 2
     methods: tuple[str, ...] = ("saliency", "cam", "gradcam")
     n_explain: int = 8
-    n_audit: int = 24
-    audit_steps: int = 16
+    n_audit: int = 16
+    audit_steps: int = 12
     bootstrap: int = 200
     k: int = 4
 
