@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from .interfaces import Problem
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "write_skipped_csv"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "json_default",
+    "write_skipped_csv",
+]
 
 
 @contextlib.contextmanager
@@ -68,14 +75,16 @@ def atomic_write_text(target: str | Path, text: str) -> Path:
 def atomic_write_json(target: str | Path, data: Any) -> Path:
     """Write ``data`` as indented JSON (numpy values and paths converted) atomically."""
 
-    def default(obj: Any) -> Any:
-        if hasattr(obj, "tolist"):
-            return obj.tolist()
-        if hasattr(obj, "__fspath__"):
-            return str(obj)
-        raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    return atomic_write_text(target, json.dumps(data, indent=2, default=json_default) + "\n")
 
-    return atomic_write_text(target, json.dumps(data, indent=2, default=default) + "\n")
+
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for numpy values and paths, shared by every JSON writer and ``--json`` output."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "__fspath__"):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def write_skipped_csv(target: str | Path, problems: Iterable[Problem]) -> Path:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from ..errors import XrayXaiError
+from ..fsutil import json_default
 
 __all__ = ["echo_json", "handle_errors"]
 
@@ -40,12 +41,4 @@ def handle_errors(func: F) -> F:
 
 def echo_json(data: Any) -> None:
     """Print ``data`` as indented JSON on stdout (numpy scalars and paths become plain values)."""
-    click.echo(json.dumps(data, indent=2, default=_json_default))
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if hasattr(obj, "__fspath__"):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    click.echo(json.dumps(data, indent=2, default=json_default))
