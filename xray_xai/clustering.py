@@ -339,9 +339,9 @@ def _select_records(ds: Any, splits: Sequence[str], region: str | None) -> list[
 
 # -------------------------------------------------------------------------------------------------- the service
 def _default_out(model_name: str) -> Path:
-    env = os.environ.get("XRAY_XAI_HOME")
-    home = Path(env).expanduser() if env else Path.home() / ".xray-xai"
-    return home / "runs" / "cluster" / f"{model_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from .store import home
+
+    return home() / "runs" / "cluster" / f"{model_name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def cluster(

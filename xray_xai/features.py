@@ -89,9 +89,9 @@ class FeatureSet:
 # ------------------------------------------------------------------------------------------------------- cache key
 def default_cache_dir() -> Path:
     """``$XRAY_XAI_HOME/cache/features`` (default home ``~/.xray-xai``)."""
-    env = os.environ.get("XRAY_XAI_HOME")
-    home = Path(env).expanduser() if env else Path.home() / ".xray-xai"
-    return home / "cache" / "features"
+    from .store import home
+
+    return home() / "cache" / "features"
 
 
 def _sha256_file(path: Path) -> str:

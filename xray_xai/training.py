@@ -26,7 +26,6 @@ import contextlib
 import csv
 import hashlib
 import io
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -127,7 +126,9 @@ def split_fingerprint(train_records: Sequence[Record], val_records: Sequence[Rec
 
 
 def _home() -> Path:
-    return Path(os.environ.get("XRAY_XAI_HOME") or Path.home() / ".xray-xai")
+    from .store import home
+
+    return home()
 
 
 def default_run_dir(model_name: str, fingerprint: str, seed: int) -> Path:
