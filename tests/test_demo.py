@@ -43,6 +43,9 @@ def test_demo_quick_end_to_end_then_readme_commands(tmp_path: Path) -> None:
     saved = json.loads((report.parent / "report.json").read_text())
     assert {row["method"] for row in saved["audit"]["pairs"]} == set(DemoConfig.quick().methods)
 
+    explained = json.loads((out / "explanations" / "summary.json").read_text())
+    assert explained["n_explained"] > 0  # abnormal test films are explained whatever the model predicts
+
     # both models are in the store, so names resolve as the docs promise
     names = {row["name"] for row in store.list_store()}
     assert {"efficientnet-lite0", "densenet-full"} <= names
