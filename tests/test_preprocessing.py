@@ -246,3 +246,19 @@ def test_record_dataset_skips_bad_files(tmp_path: Path) -> None:
 
     all_bad = collate_skip_bad([ds[1], ds[3]])
     assert all_bad.images.shape == (0, 3, S, S) and len(all_bad.problems) == 2
+
+
+def test_augment_presets() -> None:
+    from xray_xai.preprocessing import Augment
+
+    light = Augment.preset("light")
+    assert light is not None and light.degrees == 10.0 and light.translate == 0.0 and light.scale == (1.0, 1.0)
+    std = Augment.preset("standard")
+    assert std is not None and std.degrees == 30.0
+    assert Augment.preset("none") is None
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        Augment.preset("heavy")
+    x = torch.rand(1, 16, 16)
+    g = torch.Generator().manual_seed(0)
+    out = light(x, generator=g)
+    assert out.shape == x.shape

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from pathlib import Path
 
@@ -165,3 +166,48 @@ def test_a_last_batch_of_one_does_not_break_batchnorm(tiny_mura: Path, tmp_path:
     res = train("cnn-small", tiny_mura, dataset="mura", epochs=1, batch_size=len(recs) - 1, image_size=16,
                 out_dir=tmp_path / "bn", progress=False, save=False, dataset_options=OPTS)  # fmt: skip
     assert res.history[0]["train_loss"] > 0
+
+
+def test_cosine_schedule_warms_up_and_decays_to_zero() -> None:
+    from xray_xai.training import _scheduler
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([p], lr=1.0)
+    sched = _scheduler(opt, "cosine", plateau_patience=5, epochs=3, steps_per_epoch=10)
+    lrs = []
+    for _ in range(30):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    warm = lrs[:5]  # half an epoch of 10 steps
+    assert warm == sorted(warm) and warm[0] < 0.5 and lrs[4] == pytest.approx(1.0)
+    decay = lrs[5:]
+    assert all(a >= b for a, b in itertools.pairwise(decay)) and decay[-1] < 0.01
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-9)  # zero after the last step
+
+
+def test_monitor_auroc_keeps_the_best_auroc_epoch_and_recipe_lands_in_the_sidecar(
+    tiny_mura: Path, tmp_path: Path
+) -> None:
+    from xray_xai.store import read_sidecar
+
+    res = _train(
+        tiny_mura, tmp_path / "m", epochs=4, optimizer="adamw", lr=3e-3, schedule="cosine", monitor="auroc",
+        augment="light", early_stop=4,
+    )  # fmt: skip
+    hist = res.history  # type: ignore[attr-defined]
+    aucs = [h["val_auroc"] for h in hist]
+    best = max(range(len(aucs)), key=lambda i: (aucs[i], -hist[i]["val_loss"]))
+    assert res.best_epoch == hist[best]["epoch"]  # type: ignore[attr-defined]
+    assert hist[-1]["lr"] < hist[0]["lr"]  # cosine decay, not a constant rate
+    hyper = read_sidecar(res.checkpoint)["hyperparameters"]  # type: ignore[attr-defined]
+    assert hyper["optimizer"] == "adamw" and hyper["weight_decay"] == pytest.approx(0.01)
+    assert (hyper["schedule"], hyper["monitor"], hyper["augment"]) == ("cosine", "auroc", "light")
+
+
+def test_unknown_recipe_names_are_refused(tiny_mura: Path, tmp_path: Path) -> None:
+    from xray_xai.errors import PluginError
+
+    for kw in ({"schedule": "step"}, {"monitor": "f1"}, {"augment": "heavy"}, {"optimizer": "lamb"}):
+        with pytest.raises(PluginError, match="expected one of"):
+            _train(tiny_mura, tmp_path / "x", save=False, **kw)

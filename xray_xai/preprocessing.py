@@ -349,6 +349,22 @@ class Augment:
         and +-10 % zoom."""
         return cls()
 
+    @classmethod
+    def light(cls) -> Augment:
+        """Flips and rotations within +-10 degrees, no shift or zoom: the usual recipe for fine-tuning a pretrained
+        backbone, where strong geometry changes cost more than they regularise."""
+        return cls(degrees=10.0, translate=0.0, scale=(1.0, 1.0))
+
+    @classmethod
+    def preset(cls, name: str) -> Augment | None:
+        """``standard`` (:meth:`default`), ``light`` (:meth:`light`) or ``none``."""
+        presets = {"standard": cls.default, "light": cls.light}
+        if name == "none":
+            return None
+        if name not in presets:
+            raise ValueError(f"unknown augmentation {name!r}; expected one of standard, light, none")
+        return presets[name]()
+
     def __repr__(self) -> str:
         return (
             f"Augment(hflip={self.hflip}, vflip={self.vflip}, degrees={self.degrees}, "

@@ -5,6 +5,12 @@ binary cross-entropy, learning rate divided by 10 when the validation loss has n
 (``ReduceLROnPlateau``), early stop when the validation accuracy has not improved for ``early_stop`` epochs; the
 best epoch (validation accuracy, ties to the lower validation loss) is the one kept.
 
+For fine-tuning a pretrained backbone the loop also offers the usual modern recipe: ``optimizer="adamw"`` (decoupled
+weight decay, default 0.01), ``schedule="cosine"`` (linear warm-up over the first half epoch, then cosine decay to
+zero per step, so the last epoch trains at a small learning rate), ``monitor="auroc"`` (keep and early-stop on the
+validation AUROC: the threshold-free metric that matters when classes are unbalanced, as in FracAtlas) and
+``augment="light"`` (flips and +-10 degree rotations).
+
 Losses: ``bce``; ``weighted-bce`` weighs each image by the other class's share on the training split
 (normal: |A|/(|N|+|A|), abnormal: |N|/(|N|+|A|)); ``region-weighted-bce`` does the same per region t
 (normal: |A_t|/(|N_t|+|A_t|), abnormal: |N_t|/(|N_t|+|A_t|)), as in the MURA paper.
@@ -65,8 +71,12 @@ HISTORY_FIELDS: tuple[str, ...] = (
 )
 
 LOSSES = ("bce", "weighted-bce", "region-weighted-bce")
-OPTIMIZERS = ("sgd", "adam")
-DEFAULT_LR = {"sgd": 1e-3, "adam": 1e-4}
+OPTIMIZERS = ("sgd", "adam", "adamw")
+DEFAULT_LR = {"sgd": 1e-3, "adam": 1e-4, "adamw": 1e-3}
+DEFAULT_WEIGHT_DECAY = {"sgd": 0.0, "adam": 0.0, "adamw": 0.01}
+SCHEDULES = ("plateau", "cosine")
+MONITORS = ("accuracy", "auroc", "loss")
+WARMUP_EPOCHS = 0.5
 
 
 @dataclass
@@ -207,7 +217,7 @@ def _loader(
     records: list[Record],
     pre: Any,
     *,
-    augment: bool,
+    augment: Any,
     batch_size: int,
     shuffle: bool,
     seed: int,
@@ -217,10 +227,10 @@ def _loader(
     import torch
     from torch.utils.data import DataLoader
 
-    from .preprocessing import Augment, RecordDataset, collate_skip_bad
+    from .preprocessing import RecordDataset, collate_skip_bad
 
     # cached films: each is decoded once, not once per epoch (num_workers > 0 would give each worker its own cache)
-    ds = RecordDataset(records, pre, augment=Augment.default() if augment else None, cache=True)
+    ds = RecordDataset(records, pre, augment=augment, cache=True)
     gen = torch.Generator()
     gen.manual_seed(seed)
     loader = DataLoader(
@@ -370,10 +380,13 @@ def train(
     loss: str = "bce",
     early_stop: int = 4,
     plateau_patience: int = 5,
+    weight_decay: float | None = None,
+    schedule: str = "plateau",
+    monitor: str = "accuracy",
     seed: int = 0,
     device: str = "cpu",
     resume: bool = False,
-    augment: bool = True,
+    augment: bool | str = True,
     out_dir: str | Path | None = None,
     pretrained: bool | None = None,
     num_workers: int = 0,
@@ -393,11 +406,20 @@ def train(
     to some regions (per-region fine-tuning); ``init_from`` (a Model, a store name or a checkpoint path) starts
     from trained weights instead of a fresh ``model_name``. Ensembles (``members=``) and models without epochs
     (``lbp-logreg``: ``fit``) are dispatched to their own procedure. The test split is never read.
+    ``augment`` is ``True`` (``"standard"``), ``False`` (``"none"``) or a preset name of
+    :meth:`~xray_xai.preprocessing.Augment.preset`.
     """
     if optimizer not in OPTIMIZERS:
         raise PluginError(f"unknown optimizer {optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
     if loss not in LOSSES:
         raise PluginError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")
+    if schedule not in SCHEDULES:
+        raise PluginError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
+    if monitor not in MONITORS:
+        raise PluginError(f"unknown monitor {monitor!r}; expected one of {', '.join(MONITORS)}")
+    augment_name = ("standard" if augment else "none") if isinstance(augment, bool) else augment
+    if augment_name not in ("standard", "light", "none"):
+        raise PluginError(f"unknown augmentation {augment!r}; expected one of standard, light, none")
     if model_name in ("ensemble-mean", "ensemble-calibrated") and init_from is None:
         return _train_ensemble(
             model_name,
@@ -409,6 +431,9 @@ def train(
             optimizer=optimizer,
             loss=loss,
             early_stop=early_stop,
+            weight_decay=weight_decay,
+            schedule=schedule,
+            monitor=monitor,
             seed=seed,
             device=device,
             augment=augment,
@@ -452,9 +477,12 @@ def train(
             loss=loss,
             early_stop=early_stop,
             plateau_patience=plateau_patience,
+            weight_decay=DEFAULT_WEIGHT_DECAY[optimizer] if weight_decay is None else float(weight_decay),
+            schedule=schedule,
+            monitor=monitor,
             seed=seed,
             resume=resume,
-            augment=augment,
+            augment=augment_name,
             num_workers=num_workers,
             progress=progress,
             channels_last=channels_last,
@@ -482,9 +510,12 @@ def _train_torch(
     loss: str,
     early_stop: int,
     plateau_patience: int,
+    weight_decay: float,
+    schedule: str,
+    monitor: str,
     seed: int,
     resume: bool,
-    augment: bool,
+    augment: str,
     num_workers: int,
     progress: bool,
     channels_last: bool,
@@ -497,6 +528,7 @@ def _train_torch(
     import torch.nn.functional as F
 
     from .metrics import binary_metrics, cohen_kappa, study_scores
+    from .preprocessing import Augment
     from .progress import progress as progress_bar
 
     pre = model.preprocessing
@@ -506,26 +538,24 @@ def _train_torch(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise PluginError(f"model {name!r} has no trainable parameter in its regime")
-    opt: torch.optim.Optimizer = (
-        torch.optim.SGD(params, lr=lr, momentum=0.9) if optimizer_name == "sgd" else torch.optim.Adam(params, lr=lr)
-    )
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.1, patience=plateau_patience)
+    opt = _optimizer(optimizer_name, params, lr, weight_decay)
 
     has_batchnorm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     pin = dev.type == "cuda"
     train_ds, train_loader, gen = _loader(
-        train_recs, pre, augment=augment, batch_size=batch_size, shuffle=True, seed=seed, num_workers=num_workers,
-        pin_memory=pin,
+        train_recs, pre, augment=Augment.preset(augment), batch_size=batch_size, shuffle=True, seed=seed,
+        num_workers=num_workers, pin_memory=pin,
     )  # fmt: skip
     val_ds, val_loader, _ = _loader(
-        val_recs, pre, augment=False, batch_size=batch_size, shuffle=False, seed=seed, num_workers=num_workers,
+        val_recs, pre, augment=None, batch_size=batch_size, shuffle=False, seed=seed, num_workers=num_workers,
         pin_memory=pin,
     )  # fmt: skip
+    sched = _scheduler(opt, schedule, plateau_patience, epochs, len(train_loader))
     weights = torch.tensor(_sample_weights(train_recs, loss), dtype=torch.float32, device=dev)
     val_weights = torch.tensor(_sample_weights(val_recs, loss), dtype=torch.float32)
 
     history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"epoch": 0, "accuracy": -1.0, "val_loss": float("inf"), "metrics": {}}
+    best: dict[str, Any] = {"epoch": 0, "score": -float("inf"), "val_loss": float("inf"), "metrics": {}}
     best_state: dict[str, torch.Tensor] = {}
     since_best = 0
     start_epoch = 1
@@ -546,6 +576,8 @@ def _train_torch(
             gen.set_state(state["rng_loader"])
             history = list(state["history"])
             best = dict(state["best"])
+            if "score" not in best:  # a run saved before ``monitor`` existed kept the accuracy
+                best["score"] = best.pop("accuracy", -float("inf"))
             best_state = dict(state["best_state"])
             since_best = int(state["since_best"])
             start_epoch = int(state["epoch"]) + 1
@@ -556,9 +588,12 @@ def _train_torch(
         "lr": lr,
         "optimizer": optimizer_name,
         "momentum": 0.9 if optimizer_name == "sgd" else None,
+        "weight_decay": weight_decay,
+        "schedule": schedule,
+        "monitor": monitor,
         "loss": loss,
         "early_stop": early_stop,
-        "plateau_patience": plateau_patience,
+        "plateau_patience": plateau_patience if schedule == "plateau" else None,
         "augment": augment,
         "regions": regions,
         "init_from": init_from,
@@ -589,6 +624,8 @@ def _train_torch(
             opt.zero_grad(set_to_none=True)
             batch_loss.backward()
             opt.step()
+            if schedule != "plateau":
+                sched.step()
             loss_sum += batch_loss.detach() * x.shape[0]
             n_seen += x.shape[0]
         train_seconds = time.perf_counter() - t0
@@ -605,7 +642,8 @@ def _train_torch(
             study_kappa = cohen_kappa(s_y, s_p >= 0.5)
         else:
             val_loss, m, study_kappa = float("nan"), {"accuracy": None, "auroc": None, "kappa": None}, None
-        sched.step(val_loss)
+        if schedule == "plateau":
+            sched.step(val_loss)
         seconds = time.perf_counter() - t0
         row = {
             "epoch": epoch,
@@ -620,9 +658,9 @@ def _train_torch(
             "img_per_s": round(n_seen / train_seconds, 2) if train_seconds > 0 else None,
         }
         history.append(row)
-        acc = -1.0 if m["accuracy"] is None else float(m["accuracy"])
-        if acc > best["accuracy"] or (acc == best["accuracy"] and val_loss < best["val_loss"]):
-            best = {"epoch": epoch, "accuracy": acc, "val_loss": val_loss, "metrics": dict(row)}
+        score = _monitored(monitor, m, val_loss)
+        if score > best["score"] or (score == best["score"] and val_loss < best["val_loss"]):
+            best = {"epoch": epoch, "score": score, "val_loss": val_loss, "metrics": dict(row)}
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             since_best = 0
         else:
@@ -680,6 +718,47 @@ def _train_torch(
         skipped=skipped,
         stopped_early=stopped_early,
     )
+
+
+def _optimizer(name: str, params: list[Any], lr: float, weight_decay: float) -> Any:
+    import torch
+
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def _scheduler(opt: Any, schedule: str, plateau_patience: int, epochs: int, steps_per_epoch: int) -> Any:
+    """``plateau``: LR / 10 after ``plateau_patience`` epochs without a lower validation loss (stepped per epoch).
+    ``cosine``: linear warm-up over ``WARMUP_EPOCHS`` then cosine decay to zero at the last step (stepped per batch).
+    """
+    import math
+
+    import torch
+
+    if schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.1, patience=plateau_patience)
+    total = max(1, epochs * steps_per_epoch)
+    warmup = min(total // 2, max(1, round(WARMUP_EPOCHS * steps_per_epoch)))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _monitored(monitor: str, metrics: dict[str, Any], val_loss: float) -> float:
+    """The validation score the best epoch maximises (missing values, e.g. AUROC of one class, rank last)."""
+    import math
+
+    if monitor == "loss":
+        return -val_loss if math.isfinite(val_loss) else -float("inf")
+    value = metrics.get(monitor)
+    return -float("inf") if value is None or not math.isfinite(float(value)) else float(value)
 
 
 def _save(model: Any, metadata: dict[str, Any]) -> Path:

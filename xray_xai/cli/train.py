@@ -25,12 +25,33 @@ def _fmt(v: Any) -> str:
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--image-size", type=click.IntRange(min=8), help="Input size (default: the model's preset).")
-@click.option("--lr", type=float, help="Learning rate (default: 1e-3 for SGD, 1e-4 for Adam).")
-@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
+@click.option("--lr", type=float, help="Learning rate (default: 1e-3 for SGD and AdamW, 1e-4 for Adam).")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]), default="sgd", show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), help="Weight decay (default: 0.01 for AdamW, else 0).")
+@click.option(
+    "--schedule",
+    type=click.Choice(["plateau", "cosine"]),
+    default="plateau",
+    show_default=True,
+    help="plateau: LR / 10 after 5 epochs without lower val loss; cosine: half-epoch warm-up, cosine decay to 0.",
+)
+@click.option(
+    "--monitor",
+    type=click.Choice(["accuracy", "auroc", "loss"]),
+    default="accuracy",
+    show_default=True,
+    help="Validation metric that picks the kept epoch and drives --early-stop.",
+)
 @click.option(
     "--loss", type=click.Choice(["bce", "weighted-bce", "region-weighted-bce"]), default="bce", show_default=True
 )
-@click.option("--early-stop", default=4, show_default=True, type=click.IntRange(min=1), help="Patience (val accuracy).")
+@click.option(
+    "--early-stop",
+    default=4,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Patience (epochs without a better --monitor).",
+)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps ...")
 @click.option("--resume", is_flag=True, help="Continue the run's last saved epoch.")
@@ -40,7 +61,14 @@ def _fmt(v: Any) -> str:
 @click.option("--init", "init", type=click.Choice(["he", "xavier"]), help="Initialisation of the head.")
 @click.option("--members", help="Ensemble members: trained model names or checkpoint paths, comma-separated.")
 @click.option("--max-images", type=click.IntRange(min=1), help="Use at most N images per split (quick runs).")
-@click.option("--no-augment", is_flag=True, help="Turn off training augmentation.")
+@click.option(
+    "--augment",
+    type=click.Choice(["standard", "light", "none"]),
+    default="standard",
+    show_default=True,
+    help="standard: flips, +-30 deg, 5% shift, +-10% zoom; light: flips and +-10 deg.",
+)
+@click.option("--no-augment", is_flag=True, help="Turn off training augmentation (same as --augment none).")
 @click.option("--amp", is_flag=True, help="Mixed precision (CUDA only).")
 @click.option(
     "--channels-last/--no-channels-last",
@@ -60,6 +88,9 @@ def train(
     image_size: int | None,
     lr: float | None,
     optimizer: str,
+    weight_decay: float | None,
+    schedule: str,
+    monitor: str,
     loss: str,
     early_stop: int,
     seed: int,
@@ -71,6 +102,7 @@ def train(
     init: str | None,
     members: str | None,
     max_images: int | None,
+    augment: str,
     no_augment: bool,
     amp: bool,
     channels_last: bool,
@@ -88,6 +120,8 @@ def train(
       xray-xai synth phantoms --n-studies 60 --seed 0
       xray-xai train --model cnn-small --data phantoms --epochs 5 --image-size 64
       xray-xai train --model ensemble-mean --members cnn-small,convnet --data phantoms
+      xray-xai train --model efficientnet-lite0 --data fracatlas --optimizer adamw \\
+        --schedule cosine --monitor auroc --augment light --loss weighted-bce --epochs 6
     """
     from ..errors import PluginError
     from ..training import train as run_train
@@ -114,12 +148,15 @@ def train(
         image_size=image_size,
         lr=lr,
         optimizer=optimizer,
+        weight_decay=weight_decay,
+        schedule=schedule,
+        monitor=monitor,
         loss=loss,
         early_stop=early_stop,
         seed=seed,
         device=device,
         resume=resume,
-        augment=not no_augment,
+        augment="none" if no_augment else augment,
         out_dir=out_dir,
         pretrained=pretrained,
         max_images=max_images,
