@@ -92,6 +92,8 @@ def test_contract_on_tiny_convnet(name: str, inplace: bool) -> None:
         ("multilayer-cam", {"strides": "2,4,8", "fusion": "geomean"}),
         ("multilayer-cam", {"layers": ["backbone.stage1", "backbone.stage3"], "fusion": "max"}),
         ("hirescam", {"stride": 4}),
+        ("layercam", {"stride": 4, "tta": True, "scales": "1,2"}),
+        ("multilayer-cam", {"strides": "4,8", "scales": [1.0, 1.5]}),
     ],
 )
 def test_variants_give_maps_in_unit_range_without_side_effects(name: str, params: dict[str, Any]) -> None:
@@ -181,6 +183,10 @@ def test_bad_parameters_raise() -> None:
         explainer("layercam", blur=-1)
     with pytest.raises(PluginError, match="one layer"):
         explainer("layercam", layer="stage1,stage2")
+    with pytest.raises(PluginError, match="scales"):
+        explainer("layercam", scales="1,x")
+    with pytest.raises(PluginError, match="scales"):
+        explainer("layercam", scales=0)
 
 
 def test_fusions() -> None:
@@ -319,3 +325,25 @@ def test_study_parses_method_specs_and_scores_maps() -> None:
     chance = study.chance_levels(masks, 32)
     assert chance["pointing"] == pytest.approx(4 / 1024)
     assert chance["pointing_tol"] > chance["pointing"]
+
+
+def test_scales_average_the_enlarged_views_resized_back() -> None:
+    import torch.nn.functional as F
+
+    model = staged_net(seed=4)
+    images = example_images(model, batch=2, seed=2)
+    multi = explainer("layercam", stride=4, tta=False, scales="1,2").explain(model, images)
+    plain = explainer("layercam", stride=4, tta=False)
+    native = plain.explain(model, images)
+    # at twice the size the same stage (chosen on the native film) is explained; its map is resized to 48 px
+    from xray_xai_plugins.explainers.layercam import layercam_maps
+
+    layer = layers_at_strides(model, images, [4])[0]
+    big = F.interpolate(images, size=[96, 96], mode="bilinear", align_corners=False)
+    acts, grads, _ = activations_and_gradients_at(model, big, [layer], 1.0)
+    back = fuse_maps([layercam_maps(acts[0], grads[0])], (48, 48), "mean")
+    expected = (native.maps + back.numpy()) / 2
+    expected /= expected.reshape(2, -1).max(axis=1)[:, None, None]
+    np.testing.assert_allclose(multi.maps, expected, atol=1e-5)
+    np.testing.assert_allclose(multi.probabilities, native.probabilities, atol=1e-6)  # from the native pass
+    assert explainer("layercam", scales="1,2").params["scales"] == "1,2"

@@ -12,6 +12,10 @@ finer stages (56 x 56 or 28 x 28), where findings a few pixels wide still have t
   ``backbone.layer1`` in ResNet-50 at the default ``stride=4`` (56 x 56 at 224 px).
 * ``tta=True`` averages the maps of the image and its horizontal and vertical flips (each map flipped back): the
   finding is the same under a flip, the model's checkerboard and padding artefacts are not.
+* ``scales``: multi-scale averaging, e.g. ``scales=1,2``: the film is also explained enlarged by each factor
+  (bilinear), each map scaled to [0, 1] and resized back, then averaged. A fracture line a few pixels wide at
+  224 px spans a stride-4 cell at 448 px, so the enlarged pass resolves detail the native pass blurs, while the
+  native pass keeps the scale the model was trained at. Probabilities always come from the native pass.
 * ``blur``: Gaussian smoothing of the final map, sigma in pixels of the input (0 = none).
 
 The score is the single logit (``target="abnormal"``) or its negation (``"normal"``); gradients are taken with
@@ -230,6 +234,20 @@ def _parse_layers(layers: str | Sequence[str] | None) -> list[str] | None:
     return names or None
 
 
+def _parse_scales(scales: float | str | Sequence[float]) -> list[float]:
+    if isinstance(scales, (int, float)):
+        items: list[Any] = [scales]
+    else:
+        items = scales.split(",") if isinstance(scales, str) else list(scales)
+    try:
+        out = [float(s) for s in items if str(s).strip()]
+    except ValueError:
+        raise PluginError(f"scales must be numbers, got {scales!r}") from None
+    if not out or any(not (0.25 <= s <= 8) for s in out):
+        raise PluginError(f"scales must be factors between 0.25 and 8, got {scales!r}")
+    return out
+
+
 def _parse_strides(strides: int | str | Sequence[int]) -> list[int]:
     if isinstance(strides, int):
         return [strides]
@@ -257,15 +275,20 @@ class _StageCAM(TorchExplainer):
         tta: bool,
         blur: float,
         seed: int | None,
+        scales: float | str | Sequence[float] = 1.0,
         **params: Any,
     ) -> None:
         if float(blur) < 0:
             raise PluginError(f"blur must be >= 0 (pixels), got {blur}")
-        super().__init__(seed=seed, **params, tta=bool(tta), blur=float(blur))
+        scale_list = _parse_scales(scales)
+        super().__init__(
+            seed=seed, **params, tta=bool(tta), blur=float(blur), scales=",".join(f"{s:g}" for s in scale_list)
+        )
         self._layers = wanted_layers
         self._strides = wanted_strides
         self.tta = bool(tta)
         self.blur = float(blur)
+        self.scales = scale_list
 
     def chosen_layers(self, model: Model, images: torch.Tensor) -> list[str]:
         """The module names explained, after resolving aliases or choosing stages by stride."""
@@ -290,19 +313,26 @@ class _StageCAM(TorchExplainer):
         maps, logits = self._one_view(model, images, layers, sign)
         raw = maps[0] if len(maps) == 1 else None
         fused = fuse_maps([torch.relu(m) for m in maps], size, self.fusion)
-        if self.tta:
-            views = [fused]
-            for dims in _TTA_FLIPS[1:]:
-                flipped, _ = self._one_view(model, torch.flip(images, dims=dims), layers, sign)
-                views.append(
-                    torch.flip(
-                        fuse_maps([torch.relu(m) for m in flipped], size, self.fusion), dims=tuple(d - 1 for d in dims)
-                    )
-                )
+        views = [fused]
+        for scale in self.scales:
+            scaled = images
+            if scale != 1.0:
+                scaled_size = [max(8, round(scale * n)) for n in size]
+                scaled = F.interpolate(images, size=scaled_size, mode="bilinear", align_corners=False)
+            for dims in _TTA_FLIPS if self.tta else _TTA_FLIPS[:1]:
+                if scale == 1.0 and not dims:
+                    continue  # the native pass, already done
+                view = torch.flip(scaled, dims=dims) if dims else scaled
+                view_maps, _ = self._one_view(model, view, layers, sign)
+                # each stage is scaled to [0, 1] at its own resolution, then resized back to the input's grid
+                fused_view = fuse_maps([torch.relu(m) for m in view_maps], size, self.fusion)
+                views.append(torch.flip(fused_view, dims=tuple(d - 1 for d in dims)) if dims else fused_view)
+        if len(views) > 1:
             fused = torch.stack(views).mean(dim=0)
         fused = _gaussian_blur(fused, self.blur)
+        single_pass = len(views) == 1
         return Attribution(
-            raw=fused if raw is None or self.tta or self.blur > 0 else raw,
+            raw=fused if raw is None or not single_pass or self.blur > 0 else raw,
             probabilities=torch.sigmoid(logits),
             evidence=fused,
             extras={"layers": [layers] * int(images.shape[0])},
@@ -323,6 +353,7 @@ class LayerCAM(_StageCAM):
         stride: int = 4,
         tta: bool = True,  # flips helped on FracAtlas: pointing 0.15 -> 0.25 (docs/results.md)
         blur: float = 0.0,
+        scales: float | str | Sequence[float] = 1.0,
         seed: int | None = 0,
     ) -> None:
         super().__init__(
@@ -330,6 +361,7 @@ class LayerCAM(_StageCAM):
             wanted_strides=_parse_strides(int(stride)),
             tta=tta,
             blur=blur,
+            scales=scales,
             seed=seed,
             layer=layer,
             stride=int(stride),
@@ -353,6 +385,7 @@ class MultiLayerCAM(_StageCAM):
         fusion: str = "mean",
         tta: bool = False,
         blur: float = 0.0,
+        scales: float | str | Sequence[float] = 1.0,
         seed: int | None = 0,
     ) -> None:
         if fusion not in FUSIONS:
@@ -364,6 +397,7 @@ class MultiLayerCAM(_StageCAM):
             wanted_strides=stride_list,
             tta=tta,
             blur=blur,
+            scales=scales,
             seed=seed,
             layers=",".join(parsed) if parsed else None,
             strides=",".join(str(s) for s in stride_list),
