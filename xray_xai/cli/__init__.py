@@ -63,3 +63,6 @@ def main(**_: Any) -> None:
       xray-xai synth phantoms --n-studies 50 --seed 0
       xray-xai data phantoms
     """
+    from ..allocator import keep_freed_memory
+
+    keep_freed_memory()  # 1.4x faster CPU training steps (see xray_xai/allocator.py)
