@@ -106,7 +106,7 @@ def test_healthz_and_models(client: TestClient) -> None:
     data = client.get("/api/models").json()
     assert [m["key"] for m in data["models"]] == ["cnn-small"]
     assert data["models"][0]["dataset"] == "synthetic" and "path" not in data["models"][0]
-    assert data["default_method"] == "gradcam" and data["methods"][0] == "gradcam"
+    assert data["default_method"] == "layercam" and data["methods"][0] == "layercam"
     assert set(data["methods"]) == set(xray_xai.list_explainers())
 
 
@@ -164,11 +164,11 @@ def test_explain_returns_pngs_and_maps(client: TestClient) -> None:
     assert len(films) == 2 and Image.open(io.BytesIO(base64.b64decode(films[0]))).size == (SIZE, SIZE)
 
 
-def test_explain_defaults_to_gradcam_without_maps(client: TestClient) -> None:
+def test_explain_defaults_to_layercam_without_maps(client: TestClient) -> None:
     r = client.post("/api/explain", files=files(("a.png", png_bytes(radiograph(3)))))
     (res,) = r.json()["results"]
     (exp,) = res["explanations"]
-    assert exp["method"] == "gradcam" and "map" not in exp["views"][0]
+    assert exp["method"] == "layercam" and "map" not in exp["views"][0]
 
 
 def test_dicom_upload(client: TestClient, tiny_model: Any) -> None:

@@ -96,7 +96,7 @@ def test_upload_in_browser_shows_probability_and_heatmap(browser: Any, tmp_path:
         page = browser.new_page(viewport={"width": 1100, "height": 800})
         page.goto(base + "/")
         assert page.is_checked('input[name="models"][value="cnn-small"]')
-        assert page.is_checked('input[name="methods"][value="gradcam"]')
+        assert page.is_checked('input[name="methods"][value="layercam"]')
         page.set_input_files(
             'input[type="file"]', files=[{"name": "wrist.png", "mimeType": "image/png", "buffer": data}]
         )

@@ -2,11 +2,11 @@
 
 Why: glibc's ``malloc`` serves allocations above its mmap threshold (128 KiB to 32 MiB, adjusted on the fly) with
 fresh ``mmap`` pages and returns them with ``munmap`` when freed. A CNN's training step allocates and frees
-activation tensors of tens to hundreds of MiB, so every step pays page faults to zero-fill new pages: on this
+activation tensors of tens to hundreds of MiB, so every step pays page faults to zero-fill new pages. On this
 project's 2-core CPU an EfficientNet-Lite0 step (32 films at 224 px, AdamW) spent 4.9-6.9 s of system time per 6
 steps and ran at 15.4-17.6 img/s; with both thresholds raised it spent 0.0-0.1 s and ran at 23.9-24.8 img/s
-(1.41-1.55x over two runs), measured with ``python benchmarks/bench_allocator.py``. The cost is that the process keeps its peak heap instead of shrinking
-after it, which is what a training or explanation run does anyway.
+(1.41-1.55x over two runs; ``python benchmarks/bench_allocator.py``). The cost: the process keeps its peak heap
+instead of shrinking after it, which is what a training or explanation run does anyway.
 
 Set ``XRAY_XAI_KEEP_MEMORY=0`` to leave the allocator alone. Other C libraries (musl, macOS, Windows) are left as
 they are; so is a process whose ``MALLOC_MMAP_THRESHOLD_`` is set by the user.

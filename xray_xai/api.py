@@ -83,11 +83,12 @@ def predict(model: str | Path | Any, inputs: Any = None, **options: Any) -> Any:
     return _predict(model, inputs, **options)
 
 
-def explain(models: Any, methods: Any = "gradcam", **options: Any) -> Any:
-    """Heatmaps for every model x method (``xray-xai explain``); returns an ``ExplainResult``."""
+def explain(models: Any, methods: Any = None, **options: Any) -> Any:
+    """Heatmaps for every model x method (``xray-xai explain``; default method ``layercam``); an ``ExplainResult``."""
     from .explain_service import explain as _explain
+    from .explaining import DEFAULT_METHOD
 
-    return _explain(models, methods, **options)
+    return _explain(models, methods or DEFAULT_METHOD, **options)
 
 
 def extract_features(model: Any, records: Any, **options: Any) -> Any:

@@ -8,11 +8,8 @@ from typing import Any
 
 import click
 
+from ..explaining import DEFAULT_METHOD
 from ._common import echo_json, handle_errors
-
-#: used when no --method is given: on FracAtlas test films it pointed into the fracture box 25x as often as
-#: last-layer Grad-CAM (0.25 vs 0.01; docs/results.md), with every model-free control at 0.00-0.02
-DEFAULT_METHOD = "layercam"
 
 
 def _parse_params(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:

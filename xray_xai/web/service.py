@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ImageError, PluginError, XrayXaiError
+from ..explaining import DEFAULT_METHOD as _DEFAULT_METHOD
 from ..interfaces import Model
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,7 +55,7 @@ __all__ = [
     "explainer_names",
 ]
 
-DEFAULT_METHOD = "gradcam"
+DEFAULT_METHOD = _DEFAULT_METHOD  # the same default as the CLI and the API
 #: decision threshold on the probability of "abnormal" shown on the page
 THRESHOLD = 0.5
 #: most files (views) accepted in one request: a study has a handful of views, not hundreds
