@@ -134,3 +134,28 @@ def test_synthetic_data_gets_the_mura_kappa_table(tmp_path: Path) -> None:
     assert out["dataset"] == "synthetic" and "kappa_table" in out
     assert out["study"]["overall"]["n"] == out["n_studies"] <= out["n_images"]
     assert {row["region"] for row in out["kappa_table"]} >= set(out["study"]["per_region"])
+
+
+def test_flip_tta_averages_the_film_and_its_two_flips(trained: tuple[Path, Path]) -> None:
+    import numpy as np
+    import torch
+
+    from xray_xai.data import open_dataset
+    from xray_xai.evaluation import predict_records
+    from xray_xai.io import read_image
+    from xray_xai.preprocessing import to_tensor
+    from xray_xai.store import load_model
+
+    root, ckpt = trained
+    model = load_model(ckpt)
+    recs = open_dataset(root, "mura", **OPTS).records("test")[:6]
+    _, plain, _ = predict_records(model, recs)
+    _, tta, _ = predict_records(model, recs, tta=True)
+    x = torch.stack([to_tensor(read_image(r.path), model.preprocessing) for r in recs])
+    with torch.no_grad():
+        views = [model.predict_proba(v).numpy() for v in (x, x.flip(3), x.flip(2))]
+    np.testing.assert_allclose(tta, np.mean(views, axis=0), atol=1e-6)
+    np.testing.assert_allclose(plain, views[0], atol=1e-6)
+    assert not np.allclose(tta, plain)  # the flips are not the film: TTA changes the scores
+    out = evaluate(ckpt, root, dataset="mura", bootstrap=0, dataset_options=OPTS, tta=True)
+    assert out["tta"] is True

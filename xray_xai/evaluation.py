@@ -39,11 +39,20 @@ def resolve_model(model: str | Path | Model, checkpoint: str | Path | None = Non
 
 
 def predict_records(
-    model: Model, records: Sequence[Record], *, batch_size: int = 32, device: str = "cpu", progress: bool = False
+    model: Model,
+    records: Sequence[Record],
+    *,
+    batch_size: int = 32,
+    device: str = "cpu",
+    progress: bool = False,
+    tta: bool = False,
 ) -> tuple[list[Record], np.ndarray, list[Problem]]:
     """Probabilities for ``records`` (bad images skipped): ``(kept records, probabilities, skipped problems)``.
 
     Models that route by region (``needs_regions`` attribute, e.g. ``ensemble-calibrated``) get each image's region.
+    ``tta``: the mean probability of the film and its horizontal and vertical flips (3 passes). A fracture is one
+    under a flip while the model's errors are not all so; on FracAtlas it raised the AUROC of two EfficientNet-Lite0
+    runs by 0.010-0.018 on val and 0.015-0.016 on test (docs/results.md).
     """
     import numpy as np
     import torch
@@ -73,10 +82,14 @@ def predict_records(
             ids = idx.tolist()
             x = x.to(dev)
             try:
-                if needs_regions:
-                    p = model.predict_proba(x, regions=[recs[i].region for i in ids])  # type: ignore[call-arg]
-                else:
-                    p = model.predict_proba(x)
+                views = [x, torch.flip(x, dims=[3]), torch.flip(x, dims=[2])] if tta else [x]
+                outs = []
+                for view in views:
+                    if needs_regions:
+                        outs.append(model.predict_proba(view, regions=[recs[i].region for i in ids]))  # type: ignore[call-arg]
+                    else:
+                        outs.append(model.predict_proba(view))
+                p = outs[0] if len(outs) == 1 else torch.stack([o.float() for o in outs]).mean(dim=0)
             except XrayXaiError:
                 raise
             except Exception as exc:  # a model plugin's forward failed: one line naming it and the films
@@ -115,8 +128,11 @@ def evaluate(
     max_images: int | None = None,
     dataset_options: dict[str, Any] | None = None,
     progress: bool = False,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """Image- and study-level metrics of a model on ``split``, overall and per region, with 95% bootstrap CIs.
+
+    ``tta``: score each film by the mean over it and its flips (:func:`predict_records`).
 
     With ``out_dir``: ``metrics.json``, ``roc.png``, ``confusion.png`` and ``skipped.csv`` (unreadable films, also
     under ``"skipped"``) are written there.
@@ -134,7 +150,9 @@ def evaluate(
         records = records[:max_images]
     if not records:
         raise DataError(data_root, f"no labelled images in split {split!r}")
-    kept, probs, skipped = predict_records(model, records, batch_size=batch_size, device=device, progress=progress)
+    kept, probs, skipped = predict_records(
+        model, records, batch_size=batch_size, device=device, progress=progress, tta=tta
+    )
     if not kept:
         raise DataError(data_root, f"none of the {len(records)} images of split {split!r} could be read")
     y = np.array([int(r.label or 0) for r in kept])
@@ -149,6 +167,7 @@ def evaluate(
         "data_root": str(data_root),
         "split": split,
         "threshold": 0.5,
+        "tta": tta,
         "bootstrap": bootstrap,
         "seed": seed,
         "n_images": len(kept),
@@ -262,6 +281,7 @@ def predict(
     threshold: float = 0.5,
     dataset_options: dict[str, Any] | None = None,
     progress: bool = False,
+    tta: bool = False,
 ) -> tuple[list[dict[str, Any]], list[Problem]]:
     """Per-image rows ``{path, study, region, label, probability, prediction, study_probability}``, and skipped files.
 
@@ -280,7 +300,7 @@ def predict(
         records, problems = open_dataset(data_root, dataset, **(dataset_options or {})).records(split), []
     else:
         raise DataError(None, "predict needs input files/folders or a data set folder")
-    kept, probs, skipped = predict_records(m, records, batch_size=batch_size, device=device, progress=progress)
+    kept, probs, skipped = predict_records(m, records, batch_size=batch_size, device=device, progress=progress, tta=tta)
     if not kept:  # nothing could be read: an error, not an empty table
         _raise_nothing_read(problems + skipped, len(records), data_root)
     s_ids, _, s_p = study_scores(kept, probs)

@@ -186,6 +186,7 @@ def train(
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Write metrics + plots.")
+@click.option("--tta", is_flag=True, help="Average each film with its horizontal and vertical flips (3 passes).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @handle_errors
 def evaluate(
@@ -199,6 +200,7 @@ def evaluate(
     seed: int,
     device: str,
     out_dir: Path | None,
+    tta: bool,
     as_json: bool,
 ) -> None:
     """Image- and study-level metrics (AUROC, accuracy, precision, recall, specificity, F1, kappa) with 95% CIs.
@@ -210,6 +212,7 @@ def evaluate(
     Example:
       xray-xai evaluate --model cnn-small --data phantoms --split test --out eval/
       xray-xai evaluate --model cnn-small --checkpoint ~/.xray-xai/models/cnn-small/2026... --data phantoms --json
+      xray-xai evaluate --model efficientnet-lite0 --data fracatlas --dataset fracatlas --tta
     """
     from ..evaluation import evaluate as run_evaluate
 
@@ -225,6 +228,7 @@ def evaluate(
         device=device,
         checkpoint=checkpoint,
         progress=not as_json,
+        tta=tta,
     )
     if as_json:
         echo_json(result)
@@ -275,6 +279,7 @@ def _print_evaluation(result: dict[str, Any]) -> None:
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Rows as JSON on stdout.")
+@click.option("--tta", is_flag=True, help="Average each film with its horizontal and vertical flips (3 passes).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write rows to a CSV file.")
 @handle_errors
 def predict(
@@ -287,6 +292,7 @@ def predict(
     batch_size: int,
     device: str,
     as_json: bool,
+    tta: bool,
     csv_path: Path | None,
 ) -> None:
     """Probability of abnormal per image (and per study: mean over its views); no labels needed.
@@ -314,6 +320,7 @@ def predict(
         batch_size=batch_size,
         device=device,
         progress=not as_json,
+        tta=tta,
     )
     for p in problems:
         click.echo(f"skipped: {p}", err=True)
