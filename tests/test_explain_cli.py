@@ -267,3 +267,19 @@ def test_every_input_unreadable_is_one_line_error(films: Path, tmp_path: Path, t
     row = (out / "skipped.csv").read_text().splitlines()[1]
     path, problem = row.split(",", 1)
     assert path.endswith("broken.png") and "broken.png" not in problem  # the problem column does not repeat it
+
+
+def test_layer_option_reaches_methods_that_take_one(films: Path, tmp_path: Path, tiny_registered: None) -> None:
+    import json
+
+    ckpt = _save_tiny()
+    runner = CliRunner()
+    base = ["explain", "--checkpoint", str(ckpt), "--input", str(films / "loose.png"), "--json"]
+    ok = runner.invoke(main, [*base, "--method", "gradcam", "--layer", "body.3", "--out", str(tmp_path / "a")])
+    assert ok.exit_code == 0, ok.output
+    meta = json.loads(next((tmp_path / "a").rglob("loose*.json")).read_text())
+    assert meta["params"]["layer"] == "body.3"
+    wrong = runner.invoke(main, [*base, "--method", "gradcam", "--layer", "body.9", "--out", str(tmp_path / "b")])
+    assert wrong.exit_code == 1 and "body." in wrong.stderr and "did you mean" in wrong.stderr
+    none = runner.invoke(main, [*base, "--method", "saliency", "--layer", "body.3", "--out", str(tmp_path / "c")])
+    assert none.exit_code == 2 and "takes a layer" in none.stderr

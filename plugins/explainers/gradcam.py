@@ -55,7 +55,10 @@ class GradCAM(TorchExplainer):
         return grads.mean(dim=(2, 3))
 
     def attribute(self, model: Model, images: torch.Tensor, sign: float) -> Attribution:
-        layer = str(self.layer or getattr(model, "target_layer", ""))
+        from .layercam import resolve_layer  # aliases: blocks.4, features.denseblock3 (torchvision names)
+
+        module: nn.Module = model  # type: ignore[assignment]
+        layer = resolve_layer(module, self.layer) if self.layer else str(getattr(model, "target_layer", ""))
         acts, grads, logits = activations_and_gradients(model, images, layer, sign)
         weights = self.channel_weights(acts, grads)
         cam = torch.einsum("bk,bkhw->bhw", weights, acts)

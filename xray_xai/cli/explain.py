@@ -28,6 +28,25 @@ def _parse_params(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _apply_layer(chosen: list[str], params: dict[str, dict[str, Any]], layer: str) -> None:
+    """``--layer NAME`` becomes ``layer=NAME`` of every chosen method that takes one (``layers`` for fusions)."""
+    import inspect
+
+    from .. import get_explainer
+
+    taken = []
+    for name in chosen:
+        accepted = inspect.signature(get_explainer(name).__init__).parameters
+        key = "layer" if "layer" in accepted else "layers" if "layers" in accepted else None
+        if key is not None:
+            params.setdefault(name, {}).setdefault(key, layer)
+            taken.append(name)
+    if not taken:
+        raise click.UsageError(
+            f"--layer: none of {', '.join(chosen)} takes a layer (gradcam, layercam, hirescam, cam do)"
+        )
+
+
 @click.command()
 @click.option(
     "--model",
@@ -83,6 +102,11 @@ def _parse_params(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     metavar="METHOD.KEY=VALUE",
     help="A method option, e.g. saliency.n_segments=200 (repeatable).",
 )
+@click.option(
+    "--layer",
+    help="Explain at this layer (methods that take one), e.g. features.denseblock3 or blocks.4; a wrong name lists "
+    "close ones.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for methods that draw noise.")
 @click.option("--resume", is_flag=True, help="Skip images whose outputs already exist.")
 @click.option(
@@ -122,6 +146,7 @@ def explain(
     batch_size: int,
     target: str,
     params: tuple[str, ...],
+    layer: str | None,
     seed: int,
     resume: bool,
     backend: str,
@@ -143,6 +168,7 @@ def explain(
       xray-xai explain --model densenet-linear --model densenet-full --methods saliency,gradcam \\
           --data MURA-v1.1 --split valid --only predicted-abnormal --limit 50
       xray-xai explain --model densenet-full --method gradcam --data MURA-v1.1 --backend ray --concurrency 8
+      xray-xai explain --model densenet-full --method gradcam --layer features.denseblock3 --input film.png
     """
     from ..explain_service import explain as run_explain
 
@@ -153,11 +179,14 @@ def explain(
         raise click.UsageError("give --model NAME (repeatable) or --checkpoint PATH")
     if not inputs and data is None:
         raise click.UsageError("give --input PATH (repeatable) or --data DIR")
+    method_params = _parse_params(params)
+    if layer:
+        _apply_layer(chosen, method_params, layer)
     if backend == "ray":
         _explain_ray(
             models, chosen, inputs=inputs, data=data, dataset=dataset, split=split, checkpoint=checkpoint,
             only=only, per_member=per_member, resume=resume, limit=limit, out=out, batch_size=batch_size,
-            target=target, params=_parse_params(params), seed=seed, concurrency=concurrency, address=ray_address,
+            target=target, params=method_params, seed=seed, concurrency=concurrency, address=ray_address,
             as_json=as_json,
         )  # fmt: skip
         return
@@ -178,7 +207,7 @@ def explain(
         target=target,
         seed=seed,
         resume=resume,
-        params=_parse_params(params),
+        params=method_params,
         limit=limit,
         show_progress=not as_json,
     )
