@@ -328,3 +328,17 @@ def test_black_baseline_is_black_film_in_input_space() -> None:
     mean_film = baseline_images(x, model.preprocessing, "mean")
     torch.testing.assert_close(mean_film.mean(dim=(2, 3)), x.mean(dim=(2, 3)))
     assert mean_film.std(dim=(2, 3)).max() < 1e-6
+
+
+def test_integrated_gradients_noise_tunnel_is_seeded_and_smooths() -> None:
+    model = tiny_convnet()
+    x = example_images(model, 2)
+    plain = explainer("integrated-gradients", n_steps=8).explain(model, x).maps
+    a = explainer("integrated-gradients", n_steps=8, nt_samples=3, seed=1).explain(model, x).maps
+    b = explainer("integrated-gradients", n_steps=8, nt_samples=3, seed=1).explain(model, x).maps
+    c = explainer("integrated-gradients", n_steps=8, nt_samples=3, seed=2).explain(model, x).maps
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c) and not np.allclose(a, plain)
+    assert a.shape == plain.shape and a.min() >= 0 and a.max() <= 1
+    with pytest.raises(PluginError, match="nt_samples"):
+        explainer("integrated-gradients", nt_samples=-1)
