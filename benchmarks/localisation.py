@@ -200,7 +200,7 @@ def sweep_scores(model: Any, images: Any, masks: np.ndarray, side: int, batch: i
             add("gradcam", torch.relu(torch.einsum("bk,bkhw->bhw", g_t.mean(dim=(2, 3)), a_t)), m)
             add("hirescam", torch.relu(hirescam_maps(a_t, g_t)), m)
             for stride, name in by_stride.items():
-                add(f"layercam:stride={stride}", lc[name], m)
+                add(f"layercam:stride={stride}:tta=false", lc[name], m)
             for key, combo in combos.items():
                 for fusion in ("mean", "geomean"):
                     fused = fuse_maps([lc[by_stride[s]] for s in combo], size, fusion)
@@ -215,7 +215,7 @@ def sweep_scores(model: Any, images: Any, masks: np.ndarray, side: int, batch: i
             for stride in (4, 8):
                 single = fuse_maps([lc[by_stride[stride]]], size, "mean")
                 for sigma in (2.0, 4.0):
-                    add(f"layercam:stride={stride}:blur={sigma:g}", _gaussian_blur(single, sigma), m)
+                    add(f"layercam:stride={stride}:tta=false:blur={sigma:g}", _gaussian_blur(single, sigma), m)
     return {spec: {k: np.concatenate(v) for k, v in scores.items()} for spec, scores in out.items()}
 
 
@@ -351,7 +351,7 @@ def run_one(
     save(cell)
     if args.sweep:
         t0 = time.time()
-        checked = ["layercam:stride=4", "multilayer-cam:strides=4,8,16:fusion=geomean", "hirescam", "gradcam"]
+        checked = ["layercam:stride=4:tta=false", "multilayer-cam:strides=4,8,16:fusion=geomean", "hirescam", "gradcam"]
         diff = check_sweep(model, images[:2], masks[:2], side, checked)
         print(f"  sweep vs plugins: max score difference {diff:.2e}", flush=True)
         cell["sweep_check_max_diff"] = diff
