@@ -211,3 +211,13 @@ def test_unknown_recipe_names_are_refused(tiny_mura: Path, tmp_path: Path) -> No
     for kw in ({"schedule": "step"}, {"monitor": "f1"}, {"augment": "heavy"}, {"optimizer": "lamb"}):
         with pytest.raises(PluginError, match="expected one of"):
             _train(tiny_mura, tmp_path / "x", save=False, **kw)
+
+
+def test_letterbox_training_is_recorded_and_restored(tiny_mura: Path, tmp_path: Path) -> None:
+    from xray_xai.store import load_model, read_sidecar
+
+    res = _train(tiny_mura, tmp_path / "lb", epochs=1, letterbox=True)
+    side = read_sidecar(res.checkpoint)  # type: ignore[attr-defined]
+    assert side["preprocessing"]["mode"] == "letterbox" and side["preprocessing"]["input_size"] == 32
+    model = load_model(res.checkpoint)  # type: ignore[attr-defined]
+    assert model.preprocessing.mode == "letterbox" and model.preprocessing.crop is None

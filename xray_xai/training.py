@@ -398,6 +398,7 @@ def train(
     amp: bool = False,
     save: bool = True,
     dataset_options: dict[str, Any] | None = None,
+    letterbox: bool = False,
     **model_options: Any,
 ) -> TrainResult:
     """Train ``model_name`` on the ``train`` split of ``data_root``, validate on ``val``, keep the best epoch.
@@ -407,7 +408,9 @@ def train(
     from trained weights instead of a fresh ``model_name``. Ensembles (``members=``) and models without epochs
     (``lbp-logreg``: ``fit``) are dispatched to their own procedure. The test split is never read.
     ``augment`` is ``True`` (``"standard"``), ``False`` (``"none"``) or a preset name of
-    :meth:`~xray_xai.preprocessing.Augment.preset`.
+    :meth:`~xray_xai.preprocessing.Augment.preset`. ``letterbox`` fits each film into the input square with its
+    aspect ratio kept (black bars) instead of the model's resize or crop; the sidecar records it, so explanations
+    and evaluation use the same geometry.
     """
     if optimizer not in OPTIMIZERS:
         raise PluginError(f"unknown optimizer {optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
@@ -455,6 +458,11 @@ def train(
     ds_name, train_recs, val_recs = _open_splits(data_root, dataset, regions, max_images, seed, dataset_options)
     fingerprint = split_fingerprint(train_recs, val_recs)
     model = _build_model(model_name, image_size, pretrained, init_from, dict(model_options))
+    if letterbox:
+        from dataclasses import replace
+
+        pre = model.preprocessing
+        model.preprocessing = replace(pre, name=f"letterbox-{pre.input_size}", mode="letterbox", crop=None)
     name = getattr(model, "name", model_name) or model_name
     run_dir = Path(out_dir) if out_dir is not None else default_run_dir(name, fingerprint, seed)
     run_dir.mkdir(parents=True, exist_ok=True)

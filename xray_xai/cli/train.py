@@ -25,6 +25,9 @@ def _fmt(v: Any) -> str:
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--image-size", type=click.IntRange(min=8), help="Input size (default: the model's preset).")
+@click.option(
+    "--letterbox", is_flag=True, help="Fit films into the input square keeping their aspect ratio (black bars)."
+)
 @click.option("--lr", type=float, help="Learning rate (default: 1e-3 for SGD and AdamW, 1e-4 for Adam).")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]), default="sgd", show_default=True)
 @click.option("--weight-decay", type=click.FloatRange(min=0), help="Weight decay (default: 0.01 for AdamW, else 0).")
@@ -86,6 +89,7 @@ def train(
     epochs: int,
     batch_size: int,
     image_size: int | None,
+    letterbox: bool,
     lr: float | None,
     optimizer: str,
     weight_decay: float | None,
@@ -146,6 +150,7 @@ def train(
         epochs=epochs,
         batch_size=batch_size,
         image_size=image_size,
+        letterbox=letterbox,
         lr=lr,
         optimizer=optimizer,
         weight_decay=weight_decay,
