@@ -258,6 +258,11 @@ def test_augment_presets() -> None:
     assert Augment.preset("none") is None
     with pytest.raises(ValueError, match="unknown augmentation"):
         Augment.preset("heavy")
+    from xray_xai.cli.train import train as train_command
+    from xray_xai.preprocessing import AUGMENTATIONS
+
+    (option,) = [p for p in train_command.params if p.name == "augment"]
+    assert tuple(option.type.choices) == AUGMENTATIONS  # type: ignore[attr-defined]  # the CLI lists every preset
     x = torch.rand(1, 16, 16)
     g = torch.Generator().manual_seed(0)
     out = light(x, generator=g)

@@ -58,7 +58,7 @@ def predict_records(
     import torch
     from torch.utils.data import DataLoader
 
-    from .preprocessing import RecordDataset, collate_skip_bad
+    from .preprocessing import FLIP_DIMS, RecordDataset, collate_skip_bad
     from .progress import progress as progress_bar
 
     recs = list(records)
@@ -81,14 +81,12 @@ def predict_records(
                 continue
             ids = idx.tolist()
             x = x.to(dev)
+            routing = {"regions": [recs[i].region for i in ids]} if needs_regions else {}
             try:
-                views = [x, torch.flip(x, dims=[3]), torch.flip(x, dims=[2])] if tta else [x]
-                outs = []
-                for view in views:
-                    if needs_regions:
-                        outs.append(model.predict_proba(view, regions=[recs[i].region for i in ids]))  # type: ignore[call-arg]
-                    else:
-                        outs.append(model.predict_proba(view))
+                outs = [
+                    model.predict_proba(torch.flip(x, dims=dims) if dims else x, **routing)
+                    for dims in (FLIP_DIMS if tta else FLIP_DIMS[:1])
+                ]
                 p = outs[0] if len(outs) == 1 else torch.stack([o.float() for o in outs]).mean(dim=0)
             except XrayXaiError:
                 raise

@@ -41,6 +41,8 @@ else:  # DataLoader only needs __getitem__/__len__; avoids importing torch with 
     _DatasetBase = object
 
 __all__ = [
+    "AUGMENTATIONS",
+    "FLIP_DIMS",
     "PRESETS",
     "Augment",
     "Batch",
@@ -56,6 +58,13 @@ __all__ = [
     "preset",
     "to_tensor",
 ]
+
+#: Test-time flips of a ``(B, C, H, W)`` batch, as ``torch.flip`` dims: the film, its horizontal and its vertical flip.
+#: Prediction TTA (:func:`xray_xai.evaluation.predict_records`) and map TTA (``layercam``) use the same three views.
+FLIP_DIMS: tuple[tuple[int, ...], ...] = ((), (3,), (2,))
+
+#: Training augmentation names accepted by :meth:`Augment.preset` (and ``xray-xai train --augment``).
+AUGMENTATIONS: tuple[str, ...] = ("standard", "light", "none")
 
 #: Named preprocessing recipes. Models declare one of these (possibly at another size, see :func:`preset`).
 PRESETS: dict[str, Preprocessing] = {
@@ -358,12 +367,10 @@ class Augment:
     @classmethod
     def preset(cls, name: str) -> Augment | None:
         """``standard`` (:meth:`default`), ``light`` (:meth:`light`) or ``none``."""
+        if name not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {name!r}; expected one of {', '.join(AUGMENTATIONS)}")
         presets = {"standard": cls.default, "light": cls.light}
-        if name == "none":
-            return None
-        if name not in presets:
-            raise ValueError(f"unknown augmentation {name!r}; expected one of standard, light, none")
-        return presets[name]()
+        return presets[name]() if name in presets else None
 
     def __repr__(self) -> str:
         return (

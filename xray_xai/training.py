@@ -420,9 +420,11 @@ def train(
         raise PluginError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
     if monitor not in MONITORS:
         raise PluginError(f"unknown monitor {monitor!r}; expected one of {', '.join(MONITORS)}")
+    from .preprocessing import AUGMENTATIONS
+
     augment_name = ("standard" if augment else "none") if isinstance(augment, bool) else augment
-    if augment_name not in ("standard", "light", "none"):
-        raise PluginError(f"unknown augmentation {augment!r}; expected one of standard, light, none")
+    if augment_name not in AUGMENTATIONS:
+        raise PluginError(f"unknown augmentation {augment!r}; expected one of {', '.join(AUGMENTATIONS)}")
     if model_name in ("ensemble-mean", "ensemble-calibrated") and init_from is None:
         return _train_ensemble(
             model_name,

@@ -38,6 +38,7 @@ from torch import nn
 from xray_xai.errors import PluginError
 from xray_xai.explaining import Attribution, TorchExplainer, find_layer, logits_of
 from xray_xai.interfaces import Model, Tags
+from xray_xai.preprocessing import FLIP_DIMS
 
 __all__ = [
     "FUSIONS",
@@ -54,7 +55,6 @@ __all__ = [
 
 #: how :class:`MultiLayerCAM` combines the per-stage maps (each scaled to [0, 1] first)
 FUSIONS: tuple[str, ...] = ("mean", "geomean", "max", "product")
-_TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (2,))
 
 
 # -- layers ---------------------------------------------------------------------------------------------------------
@@ -319,7 +319,7 @@ class _StageCAM(TorchExplainer):
             if scale != 1.0:
                 scaled_size = [max(8, round(scale * n)) for n in size]
                 scaled = F.interpolate(images, size=scaled_size, mode="bilinear", align_corners=False)
-            for dims in _TTA_FLIPS if self.tta else _TTA_FLIPS[:1]:
+            for dims in FLIP_DIMS if self.tta else FLIP_DIMS[:1]:
                 if scale == 1.0 and not dims:
                     continue  # the native pass, already done
                 view = torch.flip(scaled, dims=dims) if dims else scaled

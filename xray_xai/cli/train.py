@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from ..training import LOSSES, MONITORS, OPTIMIZERS, SCHEDULES
 from ._common import echo_json, handle_errors
 
 
@@ -29,25 +30,23 @@ def _fmt(v: Any) -> str:
     "--letterbox", is_flag=True, help="Fit films into the input square keeping their aspect ratio (black bars)."
 )
 @click.option("--lr", type=float, help="Learning rate (default: 1e-3 for SGD and AdamW, 1e-4 for Adam).")
-@click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]), default="sgd", show_default=True)
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True)
 @click.option("--weight-decay", type=click.FloatRange(min=0), help="Weight decay (default: 0.01 for AdamW, else 0).")
 @click.option(
     "--schedule",
-    type=click.Choice(["plateau", "cosine"]),
+    type=click.Choice(SCHEDULES),
     default="plateau",
     show_default=True,
     help="plateau: LR / 10 after 5 epochs without lower val loss; cosine: half-epoch warm-up, cosine decay to 0.",
 )
 @click.option(
     "--monitor",
-    type=click.Choice(["accuracy", "auroc", "loss"]),
+    type=click.Choice(MONITORS),
     default="accuracy",
     show_default=True,
     help="Validation metric that picks the kept epoch and drives --early-stop.",
 )
-@click.option(
-    "--loss", type=click.Choice(["bce", "weighted-bce", "region-weighted-bce"]), default="bce", show_default=True
-)
+@click.option("--loss", type=click.Choice(LOSSES), default="bce", show_default=True)
 @click.option(
     "--early-stop",
     default=4,
@@ -66,7 +65,7 @@ def _fmt(v: Any) -> str:
 @click.option("--max-images", type=click.IntRange(min=1), help="Use at most N images per split (quick runs).")
 @click.option(
     "--augment",
-    type=click.Choice(["standard", "light", "none"]),
+    type=click.Choice(["standard", "light", "none"]),  # preprocessing.AUGMENTATIONS (not imported: numpy at start)
     default="standard",
     show_default=True,
     help="standard: flips, +-30 deg, 5% shift, +-10% zoom; light: flips and +-10 deg.",
