@@ -1,4 +1,5 @@
-"""Training-step speed with glibc's default allocator thresholds against :func:`xray_xai.allocator.keep_freed_memory`.
+"""Training-step speed with glibc's default allocator thresholds against
+:func:`xray_xai._util.allocator.keep_freed_memory`.
 
 Each variant runs in its own process (the thresholds are process-wide): EfficientNet-Lite0 (no pretrained weights
 needed for timing), channels_last, AdamW, a batch of random films at 224 px, 2 warm-up steps then ``--steps`` timed
@@ -19,7 +20,7 @@ import sys
 CHILD = r"""
 import json, resource, sys, time
 import torch
-from xray_xai.allocator import keep_freed_memory
+from xray_xai._util.allocator import keep_freed_memory
 from xray_xai import get_model
 kept = keep_freed_memory()
 steps, batch = int(sys.argv[1]), int(sys.argv[2])

@@ -1,6 +1,7 @@
 """Feature extraction and clustering against a plain torch + scikit-learn script; streaming memory at scale.
 
-* extraction: ``xray_xai.features.extract_features`` (cache off) vs a loop that opens each PNG with PIL, resizes,
+* extraction: ``xray_xai.cluster.features.extract_features`` (cache off)
+  vs a loop that opens each PNG with PIL, resizes,
   normalises and calls the network's feature extractor under ``inference_mode``; DenseNet-169 at 224 px.
 * clustering 40,000 x 1,664 float32 features (random, with 4 planted clusters in a 10-d subspace): our ``pca-kmeans``
   (randomized PCA to 50 components, k-means with 4 restarts) vs ``PCA(50)`` + ``KMeans(4)`` from scikit-learn.
@@ -66,8 +67,8 @@ def case_extract(n_images: int, size: int, repeats: int) -> dict[str, Any]:
     from PIL import Image
     from xray_xai_plugins.models.densenet import DenseNetFull
 
-    from xray_xai.features import extract_features
-    from xray_xai.interfaces import Record
+    from xray_xai.cluster.features import extract_features
+    from xray_xai.sdk.interfaces import Record
 
     threads = set_threads()
     torch.manual_seed(0)

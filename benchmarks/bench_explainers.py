@@ -34,7 +34,7 @@ def case_speed(batch: int, size: int, repeats: int) -> dict[str, Any]:
     from xray_xai_plugins.explainers.gradcam import GradCAM
     from xray_xai_plugins.explainers.saliency import Saliency
 
-    from xray_xai.explaining import find_layer
+    from xray_xai.sdk.explainer import find_layer
 
     threads = set_threads()
     model, x = _model_and_batch(batch, size)
@@ -110,7 +110,7 @@ def case_service_forwards(batch: int, size: int) -> dict[str, Any]:
     from PIL import Image
     from xray_xai_plugins.models.densenet import DenseNetFull
 
-    from xray_xai.explain_service import explain
+    from xray_xai.explain.service import explain
 
     set_threads()
     model = DenseNetFull(image_size=size).eval()

@@ -1,4 +1,4 @@
-"""Deletion curves at 112 steps: ``xray_xai.audit_metrics.faithfulness_curves`` vs Quantus 0.6.0 ``PixelFlipping``.
+"""Deletion curves at 112 steps: ``xray_xai.audit.scores.faithfulness_curves`` vs Quantus 0.6.0 ``PixelFlipping``.
 
 Same model (``efficientnet-lite0``, its packaged ImageNet weights, one logit), same images, same Grad-CAM maps,
 same protocol: pixels ranked by the map, 448 pixels (1/112 of 224 x 224) replaced by 0 per step, probability of
@@ -26,7 +26,7 @@ def case_curves(batch: int, repeats: int, steps: int = STEPS) -> dict[str, Any]:
     from xray_xai_plugins.explainers.gradcam import GradCAM
     from xray_xai_plugins.models.efficientnet import EfficientNetLite0
 
-    from xray_xai.audit_metrics import curve_error, faithfulness_curves
+    from xray_xai.audit.scores import curve_error, faithfulness_curves
 
     threads = set_threads()
     torch.manual_seed(0)

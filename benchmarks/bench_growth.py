@@ -31,7 +31,7 @@ def case_grow(kind: str, n: int) -> dict[str, Any]:
     from _util import peak_rss_mb, reset_peak_rss, rss_mb
     from xray_xai_plugins.models.small_cnns import CnnSmall
 
-    from xray_xai.interfaces import Record
+    from xray_xai.sdk.interfaces import Record
 
     set_threads()
     torch.manual_seed(0)
@@ -39,20 +39,20 @@ def case_grow(kind: str, n: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "films"
         _films(folder, n)
-        import xray_xai.clustering  # heavy imports (sklearn, matplotlib) happen before the measurement
-        import xray_xai.explain_service  # noqa: F401
+        import xray_xai.cluster.service  # heavy imports (sklearn, matplotlib) happen before the measurement
+        import xray_xai.explain.service  # noqa: F401
 
         reset_peak_rss()
         before = rss_mb()
         t0 = time.perf_counter()
         if kind == "explain":
-            from xray_xai.explain_service import explain
+            from xray_xai.explain.service import explain
 
             recs = [Record(path=p) for p in sorted(folder.iterdir())]
             explain(model, "gradcam", records=recs, out=Path(tmp) / "out", formats=("npy", "json"), batch_size=64,
                     show_progress=False)  # fmt: skip
         else:
-            from xray_xai.clustering import cluster
+            from xray_xai.cluster.service import cluster
 
             cluster(model, folder, threshold=None, k=4, out_dir=Path(tmp) / "out", cache_dir=Path(tmp) / "cache",
                     progress=False, json=True, batch_size=64)  # fmt: skip

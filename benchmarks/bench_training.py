@@ -1,4 +1,4 @@
-"""Training throughput: ``xray_xai.training.train`` against a plain torch loop on the same model and batch size.
+"""Training throughput: ``xray_xai.models.training.train`` against a plain torch loop on the same model and batch size.
 
 What is timed. Ours: ``train(model, data, epochs=1, augment=False, save=False)`` on a synthetic MURA-layout data set
 written beforehand (PNG files on disk); the number is the ``img_per_s`` that ``train`` itself records for the
@@ -26,10 +26,10 @@ def case_train(model_name: str, image_size: int, n_images: int, batch: int, repe
     import torch.nn.functional as F
     from xray_xai_plugins.datasets.synthetic import SyntheticDataset
 
-    from xray_xai.data import open_dataset
-    from xray_xai.preprocessing import RecordDataset
-    from xray_xai.registry import models
-    from xray_xai.training import train
+    from xray_xai.data.datasets import open_dataset
+    from xray_xai.data.preprocessing import RecordDataset
+    from xray_xai.models.training import train
+    from xray_xai.sdk.registry import models
 
     threads = set_threads()
     with tempfile.TemporaryDirectory() as tmp:
@@ -37,7 +37,7 @@ def case_train(model_name: str, image_size: int, n_images: int, batch: int, repe
             Path(tmp) / "data", n_studies=max(12, n_images), image_size=256, seed=0, progress=False
         )
         # the images train() will use: the same subset rule (max_images, seed 0)
-        from xray_xai.training import _subset
+        from xray_xai.models.training import _subset
 
         recs = _subset([r for r in open_dataset(root).records("train") if r.label is not None], n_images, 0)
         cls = models.get(model_name)

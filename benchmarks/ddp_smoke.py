@@ -26,7 +26,7 @@ def main() -> None:
     import torch.nn.functional as F
     from xray_xai_plugins.models.small_cnns import CnnSmall
 
-    from xray_xai import ddp
+    from xray_xai.scale import ddp
 
     torch.set_num_threads(1)
     device = ddp.init(args.backend)

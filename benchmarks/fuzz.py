@@ -39,8 +39,8 @@ TARGETS = ("image", "dicom", "mura", "fracatlas")
 def _check_image(data: bytes, name: str) -> None:
     import numpy as np
 
+    from xray_xai.data.images import read_image_bytes
     from xray_xai.errors import XrayXaiError
-    from xray_xai.io import read_image_bytes
 
     try:
         arr = read_image_bytes(data, name)
@@ -84,7 +84,7 @@ class _Tree:
         self.originals = [f.read_bytes() for f in self.files]
 
     def run(self, data: bytes) -> None:
-        from xray_xai.data import open_dataset, summarize
+        from xray_xai.data.datasets import open_dataset, summarize
         from xray_xai.errors import XrayXaiError
 
         if not data:
@@ -152,7 +152,8 @@ def _atheris_child(target: str, seconds: int, out: Path) -> None:
     with atheris.instrument_imports(include=["xray_xai", "xray_xai_plugins", "pydicom", "PIL"]):
         import importlib
 
-        for module in ("PIL.PngImagePlugin", "PIL.JpegImagePlugin", "pydicom", "xray_xai.io", "xray_xai.data",
+        for module in ("PIL.PngImagePlugin", "PIL.JpegImagePlugin", "pydicom", "xray_xai.data.images",
+                       "xray_xai.data.datasets",
                        "xray_xai_plugins.datasets.mura", "xray_xai_plugins.datasets.fracatlas"):  # fmt: skip
             importlib.import_module(module)
     import warnings

@@ -80,7 +80,7 @@ def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
 
 def score_maps(maps: np.ndarray, masks: np.ndarray, side: int) -> dict[str, np.ndarray]:
     """Per-film localisation scores (``(N,)`` each) of ``maps`` against ``masks``."""
-    from xray_xai import audit_metrics as am
+    from xray_xai.audit import scores as am
 
     return {
         "pointing": am.pointing_game(maps, masks),
@@ -91,7 +91,7 @@ def score_maps(maps: np.ndarray, masks: np.ndarray, side: int) -> dict[str, np.n
 
 
 def summarise_scores(scores: dict[str, np.ndarray], seed: int) -> dict[str, Any]:
-    from xray_xai.audit_metrics import summarize
+    from xray_xai.audit.scores import summarize
 
     return {k: summarize(v, seed=seed) for k, v in scores.items()}
 
@@ -100,7 +100,7 @@ def chance_levels(masks: np.ndarray, side: int) -> dict[str, float]:
     """What a uniformly random maximum scores: the box area and the area within the tolerance, as shares."""
     from scipy.ndimage import distance_transform_edt
 
-    from xray_xai.audit_metrics import tolerance_px
+    from xray_xai.audit.scores import tolerance_px
 
     tol = tolerance_px(side)
     near = np.stack([distance_transform_edt(~m) <= tol for m in masks])
@@ -115,9 +115,9 @@ def load_films(records: list[Any], pre: Any) -> tuple[Any, np.ndarray, np.ndarra
     """Tensors ``(N, C, S, S)``, masks ``(N, S, S)`` (boxes through the model geometry), films ``(N, S, S)``."""
     import torch
 
-    from xray_xai.io import read_image
-    from xray_xai.masks import ground_truth_mask
-    from xray_xai.preprocessing import geometry, geometry_mask, to_tensor
+    from xray_xai.data.images import read_image
+    from xray_xai.data.masks import ground_truth_mask
+    from xray_xai.data.preprocessing import geometry, geometry_mask, to_tensor
 
     tensors, masks, films, names = [], [], [], []
     for rec in records:
@@ -168,7 +168,7 @@ def sweep_scores(model: Any, images: Any, masks: np.ndarray, side: int, batch: i
         layers_at_strides,
     )
 
-    from xray_xai.explaining import eval_mode, frozen_parameters, normalize_maps, resize_maps
+    from xray_xai.sdk.explainer import eval_mode, frozen_parameters, normalize_maps, resize_maps
 
     strides = (2, 4, 8, 16, 32)
     by_stride = dict(zip(strides, layers_at_strides(model, images[:1], strides), strict=False))
@@ -276,7 +276,7 @@ def model_from_run_state(name: str, path: str) -> Any:
 
 
 def fully_randomised(model: Any, seed: int) -> Any:
-    from xray_xai.randomization import cascading_randomization
+    from xray_xai.audit.randomization import cascading_randomization
 
     last = model
     for _, rmodel in cascading_randomization(model, seed, n_stages=1):
@@ -294,10 +294,10 @@ def run_one(
     """Every method and control for one (model, input size) cell of the grid."""
     import torch
 
-    from xray_xai.controls import control_maps
-    from xray_xai.data import open_dataset
-    from xray_xai.preprocessing import preset
-    from xray_xai.store import load_model
+    from xray_xai.audit.controls import control_maps
+    from xray_xai.data.datasets import open_dataset
+    from xray_xai.data.preprocessing import preset
+    from xray_xai.models.store import load_model
 
     if model_ref.startswith("init:"):  # mechanics checks: a freshly built model (ImageNet trunk where it has one)
         from xray_xai import get_model
@@ -383,8 +383,8 @@ def run_one(
 
 
 def _normal_tensors(records: list[Any], pre: Any) -> list[Any]:
-    from xray_xai.io import read_image
-    from xray_xai.preprocessing import to_tensor
+    from xray_xai.data.images import read_image
+    from xray_xai.data.preprocessing import to_tensor
 
     out = []
     for rec in records:
@@ -468,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write(out: str, results: list[dict[str, Any]]) -> None:
-    from xray_xai.fsutil import atomic_write_json, atomic_write_text
+    from xray_xai._util.fsutil import atomic_write_json, atomic_write_text
 
     atomic_write_json(out, {"command": " ".join(sys.argv), "results": results})
     atomic_write_text(str(Path(out).with_suffix(".md")), markdown(results))

@@ -25,9 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
     from scipy.ndimage import distance_transform_edt
 
-    from xray_xai.data import open_dataset
-    from xray_xai.io import read_image
-    from xray_xai.masks import ground_truth_mask
+    from xray_xai.data.datasets import open_dataset
+    from xray_xai.data.images import read_image
+    from xray_xai.data.masks import ground_truth_mask
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", required=True)

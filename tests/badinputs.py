@@ -362,7 +362,7 @@ def nan_features(n: int = 12, d: int = 8, seed: int = 0) -> np.ndarray:
 def tiny_checkpoint(folder: Path, name: str = "cnn-small", **config: Any) -> Path:
     """An untrained model saved through the store (safetensors + sidecar); returns the checkpoint folder."""
     from xray_xai import get_model
-    from xray_xai.store import save_model
+    from xray_xai.models.store import save_model
 
     model = get_model(name)(**config)
     return save_model(model, folder, metadata={"dataset": "badinputs"})

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-CODE = "from xray_xai.allocator import keep_freed_memory as k; print(k(), k())"
+CODE = "from xray_xai._util.allocator import keep_freed_memory as k; print(k(), k())"
 
 
 def _run(env_extra: dict[str, str]) -> str:

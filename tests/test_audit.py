@@ -14,11 +14,11 @@ from click.testing import CliRunner
 from PIL import Image
 from torch import nn
 
-from xray_xai.audit import audit, collimation_mask, marker_mask, select_records
+from xray_xai.audit.service import audit, collimation_mask, marker_mask, select_records
 from xray_xai.errors import DataError
-from xray_xai.interfaces import Box, DatasetPlugin, Explainer, Explanation, Model, Preprocessing, Record, Tags
-from xray_xai.registry import explainers
-from xray_xai.torch_model import TorchModel
+from xray_xai.sdk.interfaces import Box, DatasetPlugin, Explainer, Explanation, Model, Preprocessing, Record, Tags
+from xray_xai.sdk.registry import explainers
+from xray_xai.sdk.torch_model import TorchModel
 
 SIZE = 32
 
@@ -247,8 +247,8 @@ def test_cli_help_has_example_and_demo_placeholder() -> None:
 def test_cli_audit_on_a_stored_model_and_an_unlabelled_folder(registered: None, tmp_path: Path) -> None:
     """The whole command: checkpoint path -> folder data set (no labels, no ground truth) -> table and report."""
     from xray_xai.cli import main
-    from xray_xai.registry import models
-    from xray_xai.store import save_model
+    from xray_xai.models.store import save_model
+    from xray_xai.sdk.registry import models
 
     models.register(TinyGap)
     try:
@@ -280,7 +280,7 @@ def test_cli_audit_on_a_stored_model_and_an_unlabelled_folder(registered: None, 
 
 
 def test_channels_last_predictor_matches_and_leaves_the_model_alone() -> None:
-    from xray_xai.audit import _predict_fn
+    from xray_xai.audit.service import _predict_fn
 
     torch.manual_seed(0)
     model = TinyGap().eval()

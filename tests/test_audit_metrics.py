@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from xray_xai import audit_metrics as am
-from xray_xai.controls import CONTROL_NAMES, control_maps
-from xray_xai.randomization import cascading_randomization, layer_order
+from xray_xai.audit import scores as am
+from xray_xai.audit.controls import CONTROL_NAMES, control_maps
+from xray_xai.audit.randomization import cascading_randomization, layer_order
 
 
 def _square_mask(size: int = 32, lo: int = 10, hi: int = 18) -> np.ndarray:

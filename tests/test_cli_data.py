@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from xray_xai_plugins.datasets.mura import MuraDataset
 
 from xray_xai.cli import main
-from xray_xai.interfaces import Tags
-from xray_xai.registry import datasets
+from xray_xai.sdk.interfaces import Tags
+from xray_xai.sdk.registry import datasets
 from xray_xai.testing.datasets import write_tiny_mura
 
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from test_training import make_tiny_mura
 
 from xray_xai.cli import main
-from xray_xai.metrics import METRIC_NAMES
+from xray_xai.models.metrics import METRIC_NAMES
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "predict", "models"])

@@ -14,11 +14,11 @@ from click.testing import CliRunner
 from torch import nn
 
 from xray_xai.cli import main
-from xray_xai.clustering import cluster
+from xray_xai.cluster.service import cluster
+from xray_xai.data.images import write_png
 from xray_xai.errors import XrayXaiError
-from xray_xai.interfaces import DatasetPlugin, Explainer, Explanation, Preprocessing, Record
-from xray_xai.io import write_png
-from xray_xai.torch_model import TorchModel
+from xray_xai.sdk.interfaces import DatasetPlugin, Explainer, Explanation, Preprocessing, Record
+from xray_xai.sdk.torch_model import TorchModel
 
 
 class SpotNet(TorchModel):
@@ -77,7 +77,7 @@ def _write_data(root: Path, n_per_region: int = 6) -> Path:
 
 @pytest.fixture
 def plugins():  # type: ignore[no-untyped-def]
-    from xray_xai.registry import datasets, models
+    from xray_xai.sdk.registry import datasets, models
 
     models.register(SpotNet)
     datasets.register(MetaFolder)
@@ -92,7 +92,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 
 def test_cli_cluster_end_to_end(tmp_path: Path, plugins: None) -> None:
-    from xray_xai.store import save_model
+    from xray_xai.models.store import save_model
 
     data = _write_data(tmp_path / "data")
     ckpt = save_model(SpotNet())
@@ -134,7 +134,7 @@ def test_cli_cluster_end_to_end(tmp_path: Path, plugins: None) -> None:
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, plugins: None) -> None:
-    from xray_xai.store import save_model
+    from xray_xai.models.store import save_model
 
     data = _write_data(tmp_path / "data", n_per_region=2)
     ckpt = save_model(SpotNet())
@@ -184,7 +184,7 @@ class SpotExplainer(Explainer):
 
 
 def test_service_clusters_explanations(tmp_path: Path, plugins: None) -> None:
-    from xray_xai.registry import explainers
+    from xray_xai.sdk.registry import explainers
 
     explainers.register(SpotExplainer)
     try:

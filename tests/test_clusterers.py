@@ -10,7 +10,7 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import xray_xai
-from xray_xai.clustering import agreement, composition, describe_clusters, select_k
+from xray_xai.cluster.service import agreement, composition, describe_clusters, select_k
 from xray_xai.errors import XrayXaiError
 from xray_xai.testing.clusterers import EXPECTED_FAILED_CHECKS, check_clusterer_contract, make_blobs
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from xray_xai import store
 from xray_xai.cli import main
 from xray_xai.demo import DemoConfig, demo
+from xray_xai.models import store
 
 
 class _Text(HTMLParser):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from xray_xai.errors import PluginError
-from xray_xai.interfaces import Record
+from xray_xai.sdk.interfaces import Record
 
 N_FILMS = 200
 SIZE = 32
@@ -75,8 +75,8 @@ def setup(tmp_path_factory, ray_local):
 
 @pytest.mark.slow
 def test_features_equal_local(setup):
-    from xray_xai.distributed import extract_features_ray, gather_features
-    from xray_xai.features import extract_features
+    from xray_xai.cluster.features import extract_features
+    from xray_xai.scale.ray import extract_features_ray, gather_features
 
     tmp, recs, model = setup
     summary = extract_features_ray(model, recs, tmp / "feat", batch_size=32, concurrency=2)
@@ -95,8 +95,8 @@ def test_cluster_equal_local(setup):
     from sklearn.metrics import adjusted_rand_score
     from xray_xai_plugins.clusterers.kmeans import PcaKMeans
 
-    from xray_xai.distributed import cluster_ray
-    from xray_xai.features import extract_features
+    from xray_xai.cluster.features import extract_features
+    from xray_xai.scale.ray import cluster_ray
 
     tmp, recs, model = setup
     res = cluster_ray(model, recs, tmp / "clu", k=4, seed=0, batch_size=64, concurrency=2)
@@ -118,7 +118,7 @@ def test_cluster_streamed_matches(setup):
     """Over the in-memory limit the features are streamed from the memory map: same partition of the films."""
     from sklearn.metrics import adjusted_rand_score
 
-    from xray_xai.distributed import cluster_ray
+    from xray_xai.scale.ray import cluster_ray
 
     tmp, recs, model = setup
     res = cluster_ray(model, recs, tmp / "clu-stream", k=4, seed=0, batch_size=64, concurrency=2, in_memory_limit=0)
@@ -131,8 +131,8 @@ def test_cluster_streamed_matches(setup):
 def test_explain_equal_local(setup):
     import pyarrow.parquet as pq
 
-    from xray_xai.distributed import explain_ray
-    from xray_xai.explain_service import explain
+    from xray_xai.explain.service import explain
+    from xray_xai.scale.ray import explain_ray
 
     tmp, recs, model = setup
     few = recs[:40] + recs[-1:]
@@ -181,7 +181,7 @@ def test_commands_behind_backend_ray(setup):
     """What ``--backend ray`` calls: the local services' image selection, JSON-ready summaries."""
     import pyarrow.parquet as pq
 
-    from xray_xai.distributed import cluster_command, explain_command
+    from xray_xai.scale.ray import cluster_command, explain_command
 
     tmp, _, model = setup
     films = tmp / "films"
@@ -199,7 +199,7 @@ def test_gather_features_orders_rows_and_skips_problems(tmp_path):
     """Shards arrive in any order; the gathered matrix follows the record order and leaves bad rows out."""
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
-    from xray_xai.distributed import gather_features
+    from xray_xai.scale.ray import gather_features
 
     shards = tmp_path / "shards"
     shards.mkdir()
@@ -228,7 +228,7 @@ def test_ddp_helpers_single_process():
     """Outside torchrun the helpers are a no-op: rank 0 of 1, the whole list, the model unwrapped."""
     import torch
 
-    from xray_xai import ddp
+    from xray_xai.scale import ddp
 
     assert (ddp.rank(), ddp.world_size(), ddp.is_main()) == (0, 1, True)
     assert ddp.shard(list(range(5))) == [0, 1, 2, 3, 4]
@@ -252,7 +252,7 @@ class _Recorder:
 def test_explain_cli_backend_ray_calls_explain_command(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    import xray_xai.distributed as distributed
+    import xray_xai.scale.ray as distributed
     from xray_xai.cli import main
 
     run = {"model": "m", "method": "gradcam", "n_images": 3, "n_explained": 3, "seconds": 1.0}
@@ -283,7 +283,7 @@ def test_explain_cli_backend_ray_calls_explain_command(tmp_path, monkeypatch):
 def test_cluster_cli_backend_ray_calls_cluster_command(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    import xray_xai.distributed as distributed
+    import xray_xai.scale.ray as distributed
     from xray_xai.cli import main
 
     fake = _Recorder({"backend": "ray", "out": str(tmp_path / "clu"), "n_images": 10, "n_selected": 6, "k": 3,

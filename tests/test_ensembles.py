@@ -12,7 +12,7 @@ from xray_xai_plugins.models.ensembles import EnsembleCalibrated, EnsembleMean, 
 
 import xray_xai
 from xray_xai.errors import PluginError
-from xray_xai.interfaces import Model, Preprocessing
+from xray_xai.sdk.interfaces import Model, Preprocessing
 
 PRE = Preprocessing(name="t", input_size=16, channels=1, normalize="none")
 
@@ -102,7 +102,7 @@ def test_calibrated_routes_by_region() -> None:
 
 
 def test_ensemble_mean_saved_and_loaded_through_the_store(tmp_path: Path) -> None:
-    from xray_xai.store import load_model, save_model
+    from xray_xai.models.store import load_model, save_model
 
     a, b = _cnn(0), _cnn(1)
     pa, pb = save_model(a, tmp_path / "a"), save_model(b, tmp_path / "b")

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from test_training import OPTS, make_tiny_mura
 
-from xray_xai.evaluation import evaluate, predict
-from xray_xai.metrics import METRIC_NAMES, MURA_PUBLISHED_KAPPA
-from xray_xai.training import train
+from xray_xai.models.evaluation import evaluate, predict
+from xray_xai.models.metrics import METRIC_NAMES, MURA_PUBLISHED_KAPPA
+from xray_xai.models.training import train
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_evaluate_reports_image_and_study_metrics_per_region(trained: tuple[Path
 
 
 def test_evaluate_by_store_name(trained: tuple[Path, Path]) -> None:
-    from xray_xai.store import load_model, save_model
+    from xray_xai.models.store import load_model, save_model
 
     root, ckpt = trained
     save_model(load_model(ckpt))  # into this test's own store
@@ -82,7 +82,7 @@ def test_predict_folders_without_labels_skips_bad_files(trained: tuple[Path, Pat
 
 
 def test_ensembles_train_from_the_store(trained: tuple[Path, Path], tmp_path: Path) -> None:
-    from xray_xai.store import load_model, read_sidecar
+    from xray_xai.models.store import load_model, read_sidecar
 
     root, ckpt = trained
     other = train(
@@ -140,11 +140,11 @@ def test_flip_tta_averages_the_film_and_its_two_flips(trained: tuple[Path, Path]
     import numpy as np
     import torch
 
-    from xray_xai.data import open_dataset
-    from xray_xai.evaluation import predict_records
-    from xray_xai.io import read_image
-    from xray_xai.preprocessing import to_tensor
-    from xray_xai.store import load_model
+    from xray_xai.data.datasets import open_dataset
+    from xray_xai.data.images import read_image
+    from xray_xai.data.preprocessing import to_tensor
+    from xray_xai.models.evaluation import predict_records
+    from xray_xai.models.store import load_model
 
     root, ckpt = trained
     model = load_model(ckpt)

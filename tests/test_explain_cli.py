@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from xray_xai import registry
 from xray_xai.cli import main
-from xray_xai.explain_service import explain, output_stem
+from xray_xai.explain.service import explain, output_stem
+from xray_xai.sdk import registry
 from xray_xai.testing.explainers import LinearModel, TinyConvNet, tiny_convnet
 
 
@@ -46,7 +46,7 @@ def films(tmp_path: Path) -> Path:
 
 
 def _save_tiny() -> Path:
-    from xray_xai.store import save_model
+    from xray_xai.models.store import save_model
 
     return save_model(tiny_convnet(), metadata={})
 
@@ -210,7 +210,7 @@ def test_only_predicted_abnormal(films: Path, tmp_path: Path) -> None:
 
 
 def test_incompatible_model_and_method_is_one_line_error(films: Path, tmp_path: Path, tiny_registered: None) -> None:
-    from xray_xai.store import save_model
+    from xray_xai.models.store import save_model
 
     save_model(LinearModel(), metadata={})
     res = CliRunner().invoke(

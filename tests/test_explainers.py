@@ -13,8 +13,8 @@ from torch import nn
 
 import xray_xai
 from xray_xai.errors import PluginError
-from xray_xai.explaining import count_hooks, fuse_member_maps, normalize_maps
-from xray_xai.interfaces import Model, Preprocessing, Tags
+from xray_xai.sdk.explainer import count_hooks, fuse_member_maps, normalize_maps
+from xray_xai.sdk.interfaces import Model, Preprocessing, Tags
 from xray_xai.testing.explainers import LinearModel, check_explainer, example_images, tiny_convnet
 
 BUILTINS = ["saliency", "cam", "gradcam", "gradcam++", "integrated-gradients", "smoothgrad", "occlusion"]

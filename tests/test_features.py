@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from xray_xai.features import cache_key, extract_explanation_features, extract_features
-from xray_xai.interfaces import Explainer, Explanation, Preprocessing, Record
-from xray_xai.io import write_png
-from xray_xai.torch_model import TorchModel
+from xray_xai.cluster.features import cache_key, extract_explanation_features, extract_features
+from xray_xai.data.images import write_png
+from xray_xai.sdk.interfaces import Explainer, Explanation, Preprocessing, Record
+from xray_xai.sdk.torch_model import TorchModel
 
 
 class TinyNet(TorchModel):
@@ -61,7 +61,7 @@ def test_features_and_probabilities_from_one_pass(tmp_path: Path) -> None:
     fs = extract_features(model, records, batch_size=2, cache_dir=tmp_path / "cache", progress=False)
     assert fs.features.shape == (5, 64) and fs.features.dtype == np.float32
     assert model.calls == 3  # ceil(5 / 2) batches, one forward each: probabilities need no second pass
-    from xray_xai.preprocessing import load_batch
+    from xray_xai.data.preprocessing import load_batch
 
     x = load_batch([r.path for r in records], model.preprocessing)
     np.testing.assert_allclose(fs.probabilities, model.predict_proba(x).numpy(), atol=1e-6)
@@ -155,7 +155,7 @@ class CornerExplainer(Explainer):
 
 @pytest.fixture
 def corner_explainer():  # type: ignore[no-untyped-def]
-    from xray_xai.registry import explainers
+    from xray_xai.sdk.registry import explainers
 
     explainers.register(CornerExplainer)
     yield CornerExplainer.name

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from xray_xai_plugins.datasets.folder import FolderDataset, parse_label
 
-from xray_xai.data import detect_dataset, detection_order, open_dataset
+from xray_xai.data.datasets import detect_dataset, detection_order, open_dataset
+from xray_xai.data.images import write_png
 from xray_xai.errors import DataError
-from xray_xai.io import write_png
 from xray_xai.testing.datasets import check_dataset, write_tiny_folder, write_tiny_mura
 
 

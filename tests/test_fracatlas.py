@@ -11,7 +11,7 @@ from PIL import Image
 from xray_xai_plugins.datasets._splits import stratified_split
 from xray_xai_plugins.datasets.fracatlas import FracAtlasDataset
 
-from xray_xai.data import open_dataset
+from xray_xai.data.datasets import open_dataset
 from xray_xai.errors import DataError
 from xray_xai.testing.datasets import check_dataset, write_tiny_fracatlas
 

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from xray_xai.data.images import read_image_bytes
 from xray_xai.errors import XrayXaiError
-from xray_xai.io import read_image_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -140,7 +140,7 @@ def mura_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     raw=st.one_of(st.none(), st.binary(max_size=64)),
 )
 def test_mura_csvs_with_random_lines(mura_tree: Path, which: str, lines: list[str], raw: bytes | None) -> None:
-    from xray_xai.data import open_dataset, summarize
+    from xray_xai.data.datasets import open_dataset, summarize
 
     path = mura_tree / f"{which}.csv"
     original = path.read_bytes()
@@ -171,7 +171,7 @@ def fracatlas_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_fracatlas_csv_with_random_cells(
     fracatlas_tree: Path, edits: list[tuple[int, int, str]], drop_header: bool, extra: list[str]
 ) -> None:
-    from xray_xai.data import open_dataset, summarize
+    from xray_xai.data.datasets import open_dataset, summarize
 
     path = fracatlas_tree / "dataset.csv"
     original = path.read_text()
@@ -202,7 +202,7 @@ def test_fracatlas_csv_with_random_cells(
 
 def test_fuzz_trees_are_restored(mura_tree: Path, fracatlas_tree: Path, tmp_path: Path) -> None:
     """The CSV properties put the files back: a later test reading these trees sees them intact."""
-    from xray_xai.data import open_dataset
+    from xray_xai.data.datasets import open_dataset
 
     assert len(open_dataset(mura_tree.parent, "mura").records()) > 0
     assert len(open_dataset(fracatlas_tree, "fracatlas").records()) == 6

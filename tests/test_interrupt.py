@@ -88,7 +88,7 @@ def _complete(folder: Path) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from xray_xai.data import synth
+    from xray_xai.data.datasets import synth
 
     return synth(tmp_path_factory.mktemp("intr") / "ph", n_studies=10, seed=1, image_size=64, progress=False)
 
@@ -117,7 +117,7 @@ def test_train_killed_then_resumed(phantoms: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_explain_killed_then_resumed(phantoms: Path, tmp_path: Path) -> None:
     from xray_xai import get_model
-    from xray_xai.store import save_model
+    from xray_xai.models.store import save_model
 
     model = get_model("cnn-small")()
     model.preprocessing = type(model.preprocessing)(**{**model.preprocessing.to_dict(), "input_size": 64})

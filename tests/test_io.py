@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from xray_xai import io as xio
+from xray_xai.data import images as xio
+from xray_xai.data.images import image_size, is_image_file, read_image, read_image_bytes, write_png
 from xray_xai.errors import ImageError
-from xray_xai.io import image_size, is_image_file, read_image, read_image_bytes, write_png
 
 # ----------------------------------------------------------------------------------------------------------- helpers
 

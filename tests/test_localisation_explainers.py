@@ -21,12 +21,12 @@ from xray_xai_plugins.explainers.layercam import (
 )
 
 import xray_xai
-from xray_xai import audit_metrics as am
+from xray_xai.audit import scores as am
 from xray_xai.errors import PluginError
-from xray_xai.explaining import capture_activation, count_hooks
-from xray_xai.interfaces import Preprocessing, Tags
+from xray_xai.sdk.explainer import capture_activation, count_hooks
+from xray_xai.sdk.interfaces import Preprocessing, Tags
+from xray_xai.sdk.torch_model import TorchModel
 from xray_xai.testing.explainers import check_explainer, example_images, tiny_convnet
-from xray_xai.torch_model import TorchModel
 
 NAMES = ["layercam", "multilayer-cam", "hirescam"]
 REPO = Path(__file__).resolve().parents[1]

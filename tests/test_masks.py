@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from xray_xai.data.masks import boxes_mask, ground_truth_mask, polygons_mask
 from xray_xai.errors import ImageError
-from xray_xai.interfaces import Box, Record
-from xray_xai.masks import boxes_mask, ground_truth_mask, polygons_mask
+from xray_xai.sdk.interfaces import Box, Record
 
 
 def test_no_ground_truth_is_all_false(tmp_path: Path) -> None:

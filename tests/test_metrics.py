@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from xray_xai.interfaces import Record
-from xray_xai.metrics import (
+from xray_xai.models.metrics import (
     MURA_PUBLISHED_KAPPA,
     auroc,
     binary_metrics,
@@ -19,6 +18,7 @@ from xray_xai.metrics import (
     per_region,
     study_scores,
 )
+from xray_xai.sdk.interfaces import Record
 
 
 @pytest.fixture

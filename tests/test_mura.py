@@ -9,7 +9,7 @@ from PIL import Image
 from xray_xai_plugins.datasets._splits import holdout, stable_unit
 from xray_xai_plugins.datasets.mura import MuraDataset, write_mura_csvs
 
-from xray_xai.data import check_images, open_dataset
+from xray_xai.data.datasets import check_images, open_dataset
 from xray_xai.errors import DataError
 from xray_xai.testing.datasets import TINY_MURA, check_dataset, write_tiny_mura
 

@@ -9,10 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from xray_xai.errors import XrayXaiError
-from xray_xai.interfaces import IMAGENET_MEAN, IMAGENET_STD, Box, Preprocessing, Record
-from xray_xai.masks import boxes_mask
-from xray_xai.preprocessing import (
+from xray_xai.data.masks import boxes_mask
+from xray_xai.data.preprocessing import (
     PRESETS,
     Augment,
     RecordDataset,
@@ -26,6 +24,8 @@ from xray_xai.preprocessing import (
     preset,
     to_tensor,
 )
+from xray_xai.errors import XrayXaiError
+from xray_xai.sdk.interfaces import IMAGENET_MEAN, IMAGENET_STD, Box, Preprocessing, Record
 
 S = 32  # every preset is exercised at this input size to keep the tests fast
 NAMES = sorted(PRESETS)
@@ -249,7 +249,7 @@ def test_record_dataset_skips_bad_files(tmp_path: Path) -> None:
 
 
 def test_augment_presets() -> None:
-    from xray_xai.preprocessing import Augment
+    from xray_xai.data.preprocessing import Augment
 
     light = Augment.preset("light")
     assert light is not None and light.degrees == 10.0 and light.translate == 0.0 and light.scale == (1.0, 1.0)
@@ -259,7 +259,7 @@ def test_augment_presets() -> None:
     with pytest.raises(ValueError, match="unknown augmentation"):
         Augment.preset("heavy")
     from xray_xai.cli.train import train as train_command
-    from xray_xai.preprocessing import AUGMENTATIONS
+    from xray_xai.data.preprocessing import AUGMENTATIONS
 
     (option,) = [p for p in train_command.params if p.name == "augment"]
     assert tuple(option.type.choices) == AUGMENTATIONS  # type: ignore[attr-defined]  # the CLI lists every preset

@@ -30,7 +30,7 @@ TEST_SPLIT_CASES = ("truncated-png", "text-as-png")
 @pytest.fixture(scope="module")
 def poisoned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Path]]:
     """A synthetic MURA tree with every bad-image case planted; returns (root, {case: path})."""
-    from xray_xai.data import synth
+    from xray_xai.data.datasets import synth
 
     root = synth(tmp_path_factory.mktemp("poisoned") / "ph", n_studies=8, seed=0, image_size=64, progress=False)
     planted = bad.poison(root)
@@ -45,7 +45,7 @@ def poisoned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
 def small_checkpoint(folder: Path) -> Path:
     """An untrained cnn-small whose sidecar says 64 px, so every command runs it at 64 px."""
     from xray_xai import get_model
-    from xray_xai.store import save_model
+    from xray_xai.models.store import save_model
 
     model = get_model("cnn-small")()
     model.preprocessing = dataclasses.replace(model.preprocessing, input_size=64)
@@ -404,8 +404,8 @@ def test_web_api_refuses_each_bad_upload_with_a_4xx(ckpt: Path, tmp_path: Path) 
 def test_every_image_unreadable(tmp_path: Path, ckpt: Path) -> None:
     """A data set whose films are all empty files: nothing can be done, so each command says so in one line (exit 1)
     and leaves no model or report behind; ``data --check-images`` lists them all and exits 0 (it only reports)."""
-    from xray_xai.data import synth
-    from xray_xai.store import list_store
+    from xray_xai.data.datasets import synth
+    from xray_xai.models.store import list_store
 
     root = synth(tmp_path / "allbad", n_studies=4, seed=0, image_size=64, progress=False)
     films = [p for p in root.rglob("*.png") if "masks" not in p.relative_to(root).parts]
@@ -436,8 +436,8 @@ def test_every_image_unreadable(tmp_path: Path, ckpt: Path) -> None:
 def test_model_forward_failure_is_one_plugin_error(ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A model plugin whose forward raises a plain exception becomes a PluginError naming the model and the film."""
     from xray_xai.errors import PluginError
-    from xray_xai.evaluation import predict
-    from xray_xai.store import load_model
+    from xray_xai.models.evaluation import predict
+    from xray_xai.models.store import load_model
 
     model = load_model(ckpt)
 

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 import xray_xai
 from xray_xai.cli import main
+from xray_xai.data.images import image_size, read_image, read_image_bytes
 from xray_xai.errors import CheckpointError, DataError, ImageError, XrayXaiError
-from xray_xai.io import image_size, read_image, read_image_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -76,7 +76,7 @@ def test_odd_but_valid_images_are_read(case: str, tmp_path: Path) -> None:
 
 
 def test_one_pixel_image_survives_every_preset(tmp_path: Path) -> None:
-    from xray_xai.preprocessing import PRESETS, geometry, to_tensor
+    from xray_xai.data.preprocessing import PRESETS, geometry, to_tensor
 
     arr = read_image(bad.one_pixel(tmp_path))
     for name, pre in PRESETS.items():
@@ -120,7 +120,7 @@ def test_mura_tree_problems_are_listed_not_fatal(make, severity: str, where: str
 
 
 def test_mura_label_mismatch_uses_the_csv(tmp_path: Path) -> None:
-    from xray_xai.data import open_dataset
+    from xray_xai.data.datasets import open_dataset
 
     ds = open_dataset(bad.mura_label_mismatch(tmp_path / "mura"))
     labels = {r.label for r in ds.records() if r.study and r.study.endswith("patient00001/study1_positive")}
@@ -128,7 +128,7 @@ def test_mura_label_mismatch_uses_the_csv(tmp_path: Path) -> None:
 
 
 def test_mura_empty_study_has_no_records(tmp_path: Path) -> None:
-    from xray_xai.data import open_dataset
+    from xray_xai.data.datasets import open_dataset
 
     ds = open_dataset(bad.mura_empty_study(tmp_path / "mura"))
     assert not [r for r in ds.records() if r.study and "patient00002/study1_negative" in r.study]
@@ -207,7 +207,7 @@ def test_clusterers_refuse_k_larger_than_samples(name: str) -> None:
 
 
 def test_truncated_safetensors_is_a_checkpoint_error(tmp_path: Path) -> None:
-    from xray_xai.store import load_model, load_weights
+    from xray_xai.models.store import load_model, load_weights
 
     ckpt = bad.truncated_safetensors(tmp_path / "t")
     for call in (lambda: load_weights(ckpt / "model.safetensors"), lambda: load_model(ckpt)):
@@ -221,7 +221,7 @@ def test_truncated_safetensors_is_a_checkpoint_error(tmp_path: Path) -> None:
 
 
 def test_checkpoint_for_another_architecture(tmp_path: Path) -> None:
-    from xray_xai.store import load_model
+    from xray_xai.models.store import load_model
 
     ckpt = bad.other_arch_checkpoint(tmp_path / "o")
     with pytest.raises(CheckpointError) as info:
@@ -232,7 +232,7 @@ def test_checkpoint_for_another_architecture(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("content", [b"", b"{}", b"not json", b'{"name": 3}'])
 def test_broken_sidecar(content: bytes, tmp_path: Path) -> None:
-    from xray_xai.store import load_model
+    from xray_xai.models.store import load_model
 
     ckpt = bad.tiny_checkpoint(tmp_path / "s")
     (ckpt / "model.json").write_bytes(content)
@@ -242,7 +242,7 @@ def test_broken_sidecar(content: bytes, tmp_path: Path) -> None:
 
 
 def test_missing_checkpoint_folder_and_name(tmp_path: Path) -> None:
-    from xray_xai.store import load_model
+    from xray_xai.models.store import load_model
 
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_model(tmp_path / "nothing-here")
@@ -255,7 +255,7 @@ def test_missing_checkpoint_folder_and_name(tmp_path: Path) -> None:
 
 
 def test_datasets_refuse_missing_and_non_folders(tmp_path: Path) -> None:
-    from xray_xai.data import open_dataset
+    from xray_xai.data.datasets import open_dataset
 
     with pytest.raises(DataError, match="no such folder"):
         open_dataset(tmp_path / "nope")

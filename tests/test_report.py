@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from xray_xai.report import AUDIT_COLUMNS, format_stat, overlay_png, write_report
+from xray_xai.report.html import AUDIT_COLUMNS, format_stat, overlay_png, write_report
 
 
 class Collect(HTMLParser):

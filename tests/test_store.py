@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import xray_xai
-from xray_xai import store
 from xray_xai.errors import CheckpointError
-from xray_xai.interfaces import Preprocessing
+from xray_xai.models import store
+from xray_xai.sdk.interfaces import Preprocessing
 from xray_xai.testing.models import example_batch
 
 
@@ -166,7 +166,7 @@ def test_lbp_logreg_round_trip_without_pickle(tmp_path: Path) -> None:
 
 
 def test_members_hook_for_ensembles(tmp_path: Path) -> None:
-    from xray_xai import registry
+    from xray_xai.sdk import registry
 
     calls: list[tuple[dict[str, Any], Path]] = []
     base = xray_xai.get_model("cnn-small")

@@ -13,7 +13,7 @@ from xray_xai_plugins.datasets.mura import MuraDataset
 from xray_xai_plugins.datasets.synthetic import SIDECAR, SyntheticDataset, phantom, plan_studies
 
 from xray_xai.errors import DataError
-from xray_xai.interfaces import REGIONS
+from xray_xai.sdk.interfaces import REGIONS
 
 SIZE = 64
 
@@ -182,7 +182,7 @@ def test_bad_options_raise_data_error(tmp_path: Path, kwargs: dict[str, object])
 
 
 def test_registered_as_a_generator_with_ground_truth() -> None:
-    from xray_xai.registry import datasets
+    from xray_xai.sdk.registry import datasets
 
     cls = datasets.get("synthetic")
     assert cls is SyntheticDataset

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from xray_xai.errors import CheckpointError
-from xray_xai.interfaces import Record
-from xray_xai.metrics import auroc
-from xray_xai.training import _sample_weights, class_weights, region_class_weights, split_fingerprint, train
+from xray_xai.models.metrics import auroc
+from xray_xai.models.training import _sample_weights, class_weights, region_class_weights, split_fingerprint, train
+from xray_xai.sdk.interfaces import Record
 
 OPTS = {"val_fraction": 0.3}
 
@@ -81,8 +81,8 @@ def test_class_and_region_weights_follow_the_formula() -> None:
 
 
 def test_training_beats_chance_and_writes_run_files(tiny_mura: Path, tmp_path: Path) -> None:
-    from xray_xai.evaluation import predict_records
-    from xray_xai.store import load_model, read_sidecar
+    from xray_xai.models.evaluation import predict_records
+    from xray_xai.models.store import load_model, read_sidecar
 
     res = _train(tiny_mura, tmp_path / "run", epochs=4, optimizer="adam", lr=3e-3, augment=False)
     run = tmp_path / "run"
@@ -94,7 +94,7 @@ def test_training_beats_chance_and_writes_run_files(tiny_mura: Path, tmp_path: P
     assert side["dataset"] == "mura" and side["seed"] == 0 and len(side["split_fingerprint"]) == 16
     assert side["hyperparameters"]["optimizer"] == "adam"
     model = load_model(res.checkpoint)  # type: ignore[attr-defined]
-    from xray_xai.data import open_dataset
+    from xray_xai.data.datasets import open_dataset
 
     test = open_dataset(tiny_mura, "mura", **OPTS).records("test")
     kept, probs, skipped = predict_records(model, test)
@@ -142,7 +142,7 @@ def test_bad_images_are_skipped_and_listed(tmp_path: Path) -> None:
 
 
 def test_lbp_logreg_trains_with_fit(tiny_mura: Path, tmp_path: Path) -> None:
-    from xray_xai.store import load_model
+    from xray_xai.models.store import load_model
 
     res = train(
         "lbp-logreg",
@@ -159,7 +159,7 @@ def test_lbp_logreg_trains_with_fit(tiny_mura: Path, tmp_path: Path) -> None:
 
 
 def test_a_last_batch_of_one_does_not_break_batchnorm(tiny_mura: Path, tmp_path: Path) -> None:
-    from xray_xai.training import _open_splits
+    from xray_xai.models.training import _open_splits
 
     _, recs, _ = _open_splits(tiny_mura, "mura", None, None, 0, OPTS)
     # cnn-small's head has batch-norm layers; a batch size that leaves one image over
@@ -169,7 +169,7 @@ def test_a_last_batch_of_one_does_not_break_batchnorm(tiny_mura: Path, tmp_path:
 
 
 def test_cosine_schedule_warms_up_and_decays_to_zero() -> None:
-    from xray_xai.training import _scheduler
+    from xray_xai.models.training import _scheduler
 
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.AdamW([p], lr=1.0)
@@ -189,7 +189,7 @@ def test_cosine_schedule_warms_up_and_decays_to_zero() -> None:
 def test_monitor_auroc_keeps_the_best_auroc_epoch_and_recipe_lands_in_the_sidecar(
     tiny_mura: Path, tmp_path: Path
 ) -> None:
-    from xray_xai.store import read_sidecar
+    from xray_xai.models.store import read_sidecar
 
     res = _train(
         tiny_mura, tmp_path / "m", epochs=4, optimizer="adamw", lr=3e-3, schedule="cosine", monitor="auroc",
@@ -214,7 +214,7 @@ def test_unknown_recipe_names_are_refused(tiny_mura: Path, tmp_path: Path) -> No
 
 
 def test_letterbox_training_is_recorded_and_restored(tiny_mura: Path, tmp_path: Path) -> None:
-    from xray_xai.store import load_model, read_sidecar
+    from xray_xai.models.store import load_model, read_sidecar
 
     res = _train(tiny_mura, tmp_path / "lb", epochs=1, letterbox=True)
     side = read_sidecar(res.checkpoint)  # type: ignore[attr-defined]

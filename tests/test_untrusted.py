@@ -32,7 +32,7 @@ XRAY_XAI = Path(sys.executable).with_name("xray-xai")
 @pytest.mark.parametrize("maker", [bad.pickle_checkpoint, bad.torch_pickle_checkpoint], ids=["raw", "torch-zip"])
 @pytest.mark.parametrize("suffix", [".pt", ".pth", ".ckpt", ".bin", ".pkl"])
 def test_store_refuses_pickles_by_name(maker, suffix: str, tmp_path: Path) -> None:
-    from xray_xai.store import load_model, load_weights
+    from xray_xai.models.store import load_model, load_weights
 
     marker = tmp_path / "PWNED"
     path = maker(tmp_path, marker, name=f"weights{suffix}")
@@ -47,7 +47,7 @@ def test_store_refuses_pickles_by_name(maker, suffix: str, tmp_path: Path) -> No
 @pytest.mark.parametrize("maker", [bad.pickle_checkpoint, bad.torch_pickle_checkpoint], ids=["raw", "torch-zip"])
 def test_pickle_named_safetensors_is_not_unpickled(maker, tmp_path: Path) -> None:
     """A pickle renamed ``model.safetensors`` beside a valid sidecar: the safetensors reader refuses it."""
-    from xray_xai.store import load_model, load_weights
+    from xray_xai.models.store import load_model, load_weights
 
     good = bad.tiny_checkpoint(tmp_path / "good")
     marker = tmp_path / "PWNED"
@@ -64,7 +64,7 @@ def test_pickle_named_safetensors_is_not_unpickled(maker, tmp_path: Path) -> Non
 
 
 def test_pretrained_loader_refuses_code_in_pth(tmp_path: Path) -> None:
-    from xray_xai.pretrained import _read
+    from xray_xai.sdk.pretrained import _read
 
     marker = tmp_path / "PWNED"
     for maker in (bad.pickle_checkpoint, bad.torch_pickle_checkpoint):
@@ -146,7 +146,7 @@ def _broken_site(root: Path) -> Path:
     (site / "broken_xai_import.py").write_text("raise RuntimeError('boom: the broken plugin cannot be imported')\n")
     (site / "broken_xai_runtime.py").write_text(
         "from typing import ClassVar\n"
-        "from xray_xai.interfaces import Explainer, Tags\n\n"
+        "from xray_xai.sdk.interfaces import Explainer, Tags\n\n"
         "class RaisingCAM(Explainer):\n"
         "    name: ClassVar[str] = 'raising-cam'\n"
         "    description: ClassVar[str] = 'raises at explain time'\n"
@@ -172,7 +172,7 @@ def _sub(args: list[str], site: Path, home: Path, **extra: str) -> subprocess.Co
 @pytest.fixture(scope="module")
 def broken_env(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, Path]:
     from xray_xai import get_model
-    from xray_xai.store import save_model
+    from xray_xai.models.store import save_model
 
     root = tmp_path_factory.mktemp("broken")
     site = _broken_site(root)

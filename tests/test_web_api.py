@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 import xray_xai
-from xray_xai import store
+from xray_xai.models import store
 from xray_xai.web.app import create_app, is_loopback
 from xray_xai.web.service import ModelCache, display_name
 
@@ -88,7 +88,7 @@ def client(tiny_model: Any) -> Iterator[TestClient]:
 def expected_probability(model: Any, film: np.ndarray) -> float:
     import torch
 
-    from xray_xai.preprocessing import to_tensor
+    from xray_xai.data.preprocessing import to_tensor
 
     with torch.no_grad():
         return float(model.predict_proba(to_tensor(film, model.preprocessing)[None])[0])
@@ -177,7 +177,7 @@ def test_dicom_upload(client: TestClient, tiny_model: Any) -> None:
     assert r.status_code == 200, r.text
     data = r.json()
     assert data["images"][0]["height"] == 40 and data["images"][0]["width"] == 44
-    from xray_xai.io import read_image_bytes
+    from xray_xai.data.images import read_image_bytes
 
     expected = expected_probability(tiny_model, read_image_bytes(dicom_bytes(film), "x.dcm"))
     assert data["results"][0]["probabilities"][0] == pytest.approx(expected, abs=1e-5)

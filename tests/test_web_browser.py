@@ -26,7 +26,7 @@ from PIL import Image  # noqa: E402
 from test_web_load import running_server  # noqa: E402  (tests/ is on sys.path: pytest's rootdir-relative import)
 
 import xray_xai  # noqa: E402
-from xray_xai import store  # noqa: E402
+from xray_xai.models import store  # noqa: E402
 from xray_xai.web.app import create_app  # noqa: E402
 
 CHROMIUM_ARGS = [
@@ -82,8 +82,8 @@ def png_bytes(film: np.ndarray) -> bytes:
 def test_upload_in_browser_shows_probability_and_heatmap(browser: Any, tmp_path: Path) -> None:
     import torch
 
-    from xray_xai.io import read_image_bytes
-    from xray_xai.preprocessing import to_tensor
+    from xray_xai.data.images import read_image_bytes
+    from xray_xai.data.preprocessing import to_tensor
 
     torch.manual_seed(0)
     store.save_model(xray_xai.get_model("cnn-small")(image_size=64))

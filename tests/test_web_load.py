@@ -28,7 +28,7 @@ httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 from PIL import Image  # noqa: E402
 
 import xray_xai  # noqa: E402
-from xray_xai import store  # noqa: E402
+from xray_xai.models import store  # noqa: E402
 from xray_xai.web.app import create_app  # noqa: E402
 
 N_REQUESTS = 200

@@ -30,55 +30,55 @@ __all__ = [
 
 def get_model(name: str) -> Any:
     """The model plugin class registered as ``name`` (e.g. ``"densenet-full"``)."""
-    from .registry import models
+    from xray_xai.sdk.registry import models
 
     return models.get(name)
 
 
 def get_explainer(name: str) -> Any:
     """The explainer plugin class registered as ``name`` (e.g. ``"gradcam"``)."""
-    from .registry import explainers
+    from xray_xai.sdk.registry import explainers
 
     return explainers.get(name)
 
 
 def get_clusterer(name: str) -> Any:
     """The clusterer plugin class registered as ``name`` (e.g. ``"pca-kmeans"``)."""
-    from .registry import clusterers
+    from xray_xai.sdk.registry import clusterers
 
     return clusterers.get(name)
 
 
 def get_dataset(name: str) -> Any:
     """The dataset plugin class registered as ``name`` (e.g. ``"mura"``)."""
-    from .registry import datasets
+    from xray_xai.sdk.registry import datasets
 
     return datasets.get(name)
 
 
 def list_models(pattern: str | None = None) -> list[str]:
     """Names of the model plugins, optionally filtered by an fnmatch pattern."""
-    from .registry import models
+    from xray_xai.sdk.registry import models
 
     return models.names(pattern)
 
 
 def list_explainers(pattern: str | None = None) -> list[str]:
     """Names of the explainer plugins, optionally filtered by an fnmatch pattern."""
-    from .registry import explainers
+    from xray_xai.sdk.registry import explainers
 
     return explainers.names(pattern)
 
 
 def list_clusterers(pattern: str | None = None) -> list[str]:
     """Names of the clusterer plugins, optionally filtered by an fnmatch pattern."""
-    from .registry import clusterers
+    from xray_xai.sdk.registry import clusterers
 
     return clusterers.names(pattern)
 
 
 def list_datasets(pattern: str | None = None) -> list[str]:
     """Names of the dataset plugins, optionally filtered by an fnmatch pattern."""
-    from .registry import datasets
+    from xray_xai.sdk.registry import datasets
 
     return datasets.names(pattern)

@@ -41,114 +41,114 @@ __all__ = [
 
 
 def synth(out: str | Path, n_studies: int, seed: int = 0, **options: Any) -> Path:
-    """Write synthetic phantoms in the MURA-v1.1 layout (``xray-xai synth``); see :mod:`xray_xai.data`."""
-    from .data import synth as _synth
+    """Write synthetic phantoms in the MURA-v1.1 layout (``xray-xai synth``); see :mod:`xray_xai.data.datasets`."""
+    from xray_xai.data.datasets import synth as _synth
 
     return _synth(out, n_studies, seed=seed, **options)
 
 
 def open_dataset(root: str | Path, name: str | None = None, **options: Any) -> Any:
     """The dataset plugin for ``root`` (layout detected when ``name`` is None)."""
-    from .data import open_dataset as _open
+    from xray_xai.data.datasets import open_dataset as _open
 
     return _open(root, name, **options)
 
 
 def data_summary(root: str | Path, name: str | None = None, *, images: bool = False, **options: Any) -> dict[str, Any]:
     """Counts by split, region and label, and the problems found (``xray-xai data``)."""
-    from .data import open_dataset as _open
-    from .data import summarize
+    from xray_xai.data.datasets import open_dataset as _open
+    from xray_xai.data.datasets import summarize
 
     return summarize(_open(root, name, **options), images=images, progress=False)
 
 
 def train(model: str, data_root: str | Path, **options: Any) -> Any:
-    """Train and store a model (``xray-xai train``); returns a :class:`xray_xai.training.TrainResult`."""
-    from .training import train as _train
+    """Train and store a model (``xray-xai train``); returns a :class:`xray_xai.models.training.TrainResult`."""
+    from xray_xai.models.training import train as _train
 
     return _train(model, data_root, **options)
 
 
 def evaluate(model: str | Path | Any, data_root: str | Path, **options: Any) -> dict[str, Any]:
     """Image- and study-level metrics with bootstrap intervals, overall and per region (``xray-xai evaluate``)."""
-    from .evaluation import evaluate as _evaluate
+    from xray_xai.models.evaluation import evaluate as _evaluate
 
     return _evaluate(model, data_root, **options)
 
 
 def predict(model: str | Path | Any, inputs: Any = None, **options: Any) -> Any:
     """Per-image and per-study probabilities (``xray-xai predict``); returns ``(rows, problems)``."""
-    from .evaluation import predict as _predict
+    from xray_xai.models.evaluation import predict as _predict
 
     return _predict(model, inputs, **options)
 
 
 def explain(models: Any, methods: Any = None, **options: Any) -> Any:
     """Heatmaps for every model x method (``xray-xai explain``; default method ``layercam``); an ``ExplainResult``."""
-    from .explain_service import explain as _explain
-    from .explaining import DEFAULT_METHOD
+    from xray_xai.explain.service import explain as _explain
+    from xray_xai.sdk.explainer import DEFAULT_METHOD
 
     return _explain(models, methods or DEFAULT_METHOD, **options)
 
 
 def extract_features(model: Any, records: Any, **options: Any) -> Any:
     """Cached features entering the final linear layer, and probabilities, from one forward pass."""
-    from .features import extract_features as _extract
+    from xray_xai.cluster.features import extract_features as _extract
 
     return _extract(model, records, **options)
 
 
 def cluster(model: Any, data_root: str | Path, **options: Any) -> dict[str, Any]:
     """Cluster the features of images predicted abnormal (``xray-xai cluster``)."""
-    from .clustering import cluster as _cluster
+    from xray_xai.cluster.service import cluster as _cluster
 
     return _cluster(model, data_root, **options)
 
 
 def select_k(X: Any, ks: Any = range(2, 11), **options: Any) -> dict[str, Any]:
     """Silhouette over a range of K."""
-    from .clustering import select_k as _select_k
+    from xray_xai.cluster.service import select_k as _select_k
 
     return _select_k(X, ks, **options)
 
 
 def audit(models: Any, methods: Any, data_root: str | Path | None, **options: Any) -> dict[str, Any]:
     """Faithfulness, sanity, localisation, controls and shortcuts for every model x method (``xray-xai audit``)."""
-    from .audit import audit as _audit
+    from xray_xai.audit.service import audit as _audit
 
     return _audit(models, methods, data_root, **options)
 
 
 def write_report(out_dir: str | Path, **sections: Any) -> Path:
     """One self-contained HTML report (and report.json) from evaluation, audit and clustering results."""
-    from .report import write_report as _write
+    from xray_xai.report.html import write_report as _write
 
     return _write(out_dir, **sections)
 
 
 def demo(out: str | Path = "xray-xai-demo", **options: Any) -> dict[str, Any]:
     """The whole pipeline on built-in synthetic data (``xray-xai demo``)."""
-    from .demo import demo as _demo
+    from xray_xai.demo import demo as _demo
 
     return _demo(out, **options)
 
 
 def load_model(name_or_path: str | Path, **options: Any) -> Any:
     """A trained model: a registered name resolves to the newest one in the store, a path loads that checkpoint."""
-    from .store import load_model as _load
+    from xray_xai.models.store import load_model as _load
 
     return _load(name_or_path, **options)
 
 
 def save_model(model: Any, out_dir: str | Path | None = None, **options: Any) -> Path:
     """Save weights as safetensors with a JSON sidecar into the store (or ``out_dir``)."""
-    from .store import save_model as _save
+    from xray_xai.models.store import save_model as _save
 
     return _save(model, out_dir, **options)
 
 
 def list_store() -> list[dict[str, Any]]:
     """Every trained model in the store (``xray-xai models``)."""
-    from .store import list_store as _list
+    from xray_xai.models.store import list_store as _list
 
     return _list()

@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError
-from .fsutil import atomic_write_json
+from xray_xai._util.fsutil import atomic_write_json
+from xray_xai.errors import DataError
 
 __all__ = ["DemoConfig", "demo"]
 
@@ -60,8 +60,12 @@ def demo(
     """Run the pipeline into ``out`` and return a summary (paths, metrics, timings); ``out/report/report.html``
     is the report. Refuses a non-empty ``out`` that is not an earlier demo folder, so nothing of the user's is
     overwritten."""
-    from . import audit as audit_service
-    from . import clustering, data, evaluation, explain_service, report, training
+    from xray_xai.audit import service as audit_service
+    from xray_xai.cluster import service as clustering
+    from xray_xai.data import datasets as data
+    from xray_xai.explain import service as explain_service
+    from xray_xai.models import evaluation, training
+    from xray_xai.report import html as report
 
     cfg = config or DemoConfig()
     say = log or (lambda _msg: None)
@@ -166,7 +170,7 @@ def demo(
 def _abnormal_test_films(root: Path, n: int) -> list[Any]:
     """The first ``n`` abnormal test films (with their masks): what a reader of the report wants explained. Chosen by
     label, not by prediction, so the figures exist even when the model misses them."""
-    from .data import open_dataset
+    from xray_xai.data.datasets import open_dataset
 
     return [r for r in open_dataset(root).records("test") if r.label == 1][:n]
 

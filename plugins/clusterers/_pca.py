@@ -21,7 +21,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils.validation import check_is_fitted
 
 from xray_xai.errors import XrayXaiError
-from xray_xai.interfaces import Clusterer
+from xray_xai.sdk.interfaces import Clusterer
 
 __all__ = ["FeatureValueError", "PcaClusterer", "iter_chunks", "n_rows"]
 

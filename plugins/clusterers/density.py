@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from xray_xai.interfaces import Tags
+from xray_xai.sdk.interfaces import Tags
 
 from ._pca import PcaClusterer
 

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from xray_xai.interfaces import Tags
+from xray_xai.sdk.interfaces import Tags
 
 from ._pca import (
     CHUNK_ROWS,

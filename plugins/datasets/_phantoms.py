@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from xray_xai.interfaces import REGIONS
+from xray_xai.sdk.interfaces import REGIONS
 
 __all__ = [
     "ABNORMALITIES",

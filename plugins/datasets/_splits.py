@@ -13,9 +13,9 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from xray_xai.data.images import is_image_file
 from xray_xai.errors import DataError
-from xray_xai.interfaces import Problem
-from xray_xai.io import is_image_file
+from xray_xai.sdk.interfaces import Problem
 
 __all__ = [
     "holdout",
@@ -95,8 +95,8 @@ def is_hidden(path: Path) -> bool:
 
 
 def looks_like_image(path: Path) -> bool:
-    """Whether a listed file is an image the readers keep: :func:`xray_xai.io.is_image_file` (a known suffix, or a
-    suffix-less DICOM file), hidden files and macOS ``._`` forks excluded."""
+    """Whether a listed file is an image the readers keep: :func:`xray_xai.data.images.is_image_file`
+    (a known suffix, or a suffix-less DICOM file), hidden files and macOS ``._`` forks excluded."""
     return not is_hidden(path) and is_image_file(path)
 
 

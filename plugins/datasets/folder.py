@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from xray_xai.errors import DataError
-from xray_xai.interfaces import REGIONS, DatasetPlugin, Problem, Record, Tags
+from xray_xai.sdk.interfaces import REGIONS, DatasetPlugin, Problem, Record, Tags
 
 from ._splits import is_hidden, looks_like_image, read_csv_rows
 

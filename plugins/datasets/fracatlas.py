@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from xray_xai.errors import DataError
-from xray_xai.interfaces import Box, DatasetPlugin, Record, Tags
+from xray_xai.sdk.interfaces import Box, DatasetPlugin, Record, Tags
 
 from ._splits import looks_like_image, make_problem, read_csv_rows, stratified_split
 

@@ -12,7 +12,7 @@ an alias), and MURA's ``train`` is divided at the *patient* level into ``"train"
 patient, and no patient is in two splits.
 
 Labels. ``*_labeled_studies.csv`` is the reference label; the ``_positive``/``_negative`` suffix of the study
-folder is checked against it and every disagreement is reported as a :class:`~xray_xai.interfaces.Problem`
+folder is checked against it and every disagreement is reported as a :class:`~xray_xai.sdk.interfaces.Problem`
 (``label_from="folder"`` makes the folder win instead). Missing CSVs fall back to walking the folders; images in a
 CSV but not on disk, images on disk but not in the CSV (kept, with a warning), empty study folders and unexpected
 folder names are reported too. Hidden files such as macOS ``._image1.png`` (present in the real MURA zip) are
@@ -31,9 +31,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from xray_xai._util.fsutil import atomic_write_text
 from xray_xai.errors import DataError
-from xray_xai.fsutil import atomic_write_text
-from xray_xai.interfaces import REGIONS, DatasetPlugin, Record, Tags
+from xray_xai.sdk.interfaces import REGIONS, DatasetPlugin, Record, Tags
 
 from ._splits import holdout, is_hidden, looks_like_image, make_problem, read_csv_rows
 

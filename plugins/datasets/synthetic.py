@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from xray_xai.errors import DataError
-from xray_xai.interfaces import REGIONS, Box, Record, Tags
+from xray_xai.sdk.interfaces import REGIONS, Box, Record, Tags
 
 from . import _phantoms
 from .mura import MURA_FOLDER, MuraDataset, find_mura_dir, write_mura_csvs
@@ -278,7 +278,7 @@ class SyntheticDataset(MuraDataset):
         so ``out`` is never left half-written. A non-empty ``out`` is refused unless ``overwrite`` is true, and
         even then only if it holds an earlier synthetic data set (nothing else is ever deleted).
         """
-        from xray_xai.progress import progress as progress_bar
+        from xray_xai._util.progress import progress as progress_bar
 
         if options:
             raise DataError(None, f"unknown option(s) for synthetic data: {', '.join(sorted(options))}")

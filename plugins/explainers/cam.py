@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from xray_xai.errors import PluginError
-from xray_xai.explaining import Attribution, TorchExplainer, capture_activation, logits_of
-from xray_xai.interfaces import Model, Tags
+from xray_xai.sdk.explainer import Attribution, TorchExplainer, capture_activation, logits_of
+from xray_xai.sdk.interfaces import Model, Tags
 
 __all__ = ["CAM", "linear_head_weights"]
 

@@ -17,10 +17,10 @@ from typing import Literal
 import numpy as np
 import torch
 
+from xray_xai.data.preprocessing import to_tensor
 from xray_xai.errors import PluginError
-from xray_xai.explaining import Attribution, TorchExplainer, logits_of
-from xray_xai.interfaces import Model, Preprocessing, Tags
-from xray_xai.preprocessing import to_tensor
+from xray_xai.sdk.explainer import Attribution, TorchExplainer, logits_of
+from xray_xai.sdk.interfaces import Model, Preprocessing, Tags
 
 __all__ = ["IntegratedGradients", "Occlusion", "SmoothGrad", "baseline_images"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from xray_xai.errors import PluginError
-from xray_xai.interfaces import Model, Tags
+from xray_xai.sdk.interfaces import Model, Tags
 
 from .layercam import _parse_layers, _StageCAM
 

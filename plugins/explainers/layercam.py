@@ -35,10 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xray_xai.data.preprocessing import FLIP_DIMS
 from xray_xai.errors import PluginError
-from xray_xai.explaining import Attribution, TorchExplainer, find_layer, logits_of
-from xray_xai.interfaces import Model, Tags
-from xray_xai.preprocessing import FLIP_DIMS
+from xray_xai.sdk.explainer import Attribution, TorchExplainer, find_layer, logits_of
+from xray_xai.sdk.interfaces import Model, Tags
 
 __all__ = [
     "FUSIONS",

@@ -4,7 +4,7 @@ Module names (the contract explainers and the trainer rely on):
 
 * ``backbone``: the convolutional trunk (torchvision/timm names kept inside it, e.g.
   ``backbone.denseblock3.denselayer32``). It cannot be called ``features``: that name is the
-  :meth:`~xray_xai.interfaces.Model.features` method of the model contract;
+  :meth:`~xray_xai.sdk.interfaces.Model.features` method of the model contract;
 * ``pool``: global average pooling + flatten;
 * ``head``: the optional hidden layers (``nn.Identity`` when ``hidden=()``), whose output is ``forward_features``;
 * ``classifier``: the final ``nn.Linear(D, 1)``.
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from xray_xai.errors import PluginError
-from xray_xai.torch_model import TorchModel
+from xray_xai.sdk.torch_model import TorchModel
 
 __all__ = ["BackboneModel", "build_head", "disable_inplace", "init_linear"]
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from xray_xai.interfaces import Preprocessing, Tags
+from xray_xai.sdk.interfaces import Preprocessing, Tags
 
 from ._heads import BackboneModel
 
@@ -42,7 +42,7 @@ class _DenseNet(BackboneModel):
 
         net = getattr(tvm, self.arch)(weights=None)
         if pretrained:
-            from xray_xai.pretrained import load_torchvision_weights
+            from xray_xai.sdk.pretrained import load_torchvision_weights
 
             net.load_state_dict(load_torchvision_weights(getattr(tvm, self.weights_enum).IMAGENET1K_V1))
         channels = net.classifier.in_features

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 
 from xray_xai.errors import CheckpointError
-from xray_xai.interfaces import Preprocessing, Tags
+from xray_xai.sdk.interfaces import Preprocessing, Tags
 
 from .timm_models import TimmModel
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from xray_xai.errors import PluginError
-from xray_xai.interfaces import Model, Preprocessing, Tags
+from xray_xai.sdk.interfaces import Model, Preprocessing, Tags
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -41,7 +41,7 @@ def _resolve(member: Any) -> Model:
     if isinstance(member, Model):
         return member
     # Store names/paths are resolved lazily: the store is floor 1 (ground) like this plugin's other imports.
-    from xray_xai.store import load_model
+    from xray_xai.models.store import load_model
 
     return load_model(member)
 
@@ -181,7 +181,7 @@ class EnsembleCalibrated(EnsembleMean):
     """Routes each image to its region's learner: the member best on that region, fine-tuned on its images.
 
     ``routes`` maps region -> Model, store name or checkpoint path of the fine-tuned learner (built by
-    ``xray_xai.training.train("ensemble-calibrated", ...)``). ``predict_proba(images, regions=[...])`` needs each
+    ``xray_xai.models.training.train("ensemble-calibrated", ...)``). ``predict_proba(images, regions=[...])`` needs each
     image's region; an image whose region has no route (or ``regions=None``) gets the mean of the members.
     """
 

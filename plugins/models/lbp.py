@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from xray_xai.errors import CheckpointError, PluginError
-from xray_xai.interfaces import Model, Preprocessing, Tags
+from xray_xai.sdk.interfaces import Model, Preprocessing, Tags
 
 __all__ = ["LbpLogReg", "lbp_codes"]
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from xray_xai.interfaces import Preprocessing, Tags
+from xray_xai.sdk.interfaces import Preprocessing, Tags
 
 from ._heads import BackboneModel
 

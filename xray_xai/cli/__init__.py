@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from .. import __version__
+from xray_xai import __version__
 
 __all__ = ["main"]
 
@@ -63,6 +63,6 @@ def main(**_: Any) -> None:
       xray-xai synth phantoms --n-studies 50 --seed 0
       xray-xai data phantoms
     """
-    from ..allocator import keep_freed_memory
+    from xray_xai._util.allocator import keep_freed_memory
 
-    keep_freed_memory()  # 1.4x faster CPU training steps (see xray_xai/allocator.py)
+    keep_freed_memory()  # 1.4x faster CPU training steps (see xray_xai/_util/allocator.py)

@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 
 import click
 
-from ..errors import XrayXaiError
-from ..fsutil import json_default
+from xray_xai._util.fsutil import json_default
+from xray_xai.errors import XrayXaiError
 
 __all__ = ["echo_json", "handle_errors"]
 

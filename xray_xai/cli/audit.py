@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ._common import echo_json, handle_errors
+from xray_xai.cli._common import echo_json, handle_errors
 
 __all__ = ["audit"]
 
@@ -101,7 +101,7 @@ def audit(
     """
     import datetime as dt
 
-    from ..audit import audit as run_audit
+    from xray_xai.audit.service import audit as run_audit
 
     if out_dir is None:
         out_dir = Path(f"audit-{dt.datetime.now():%Y%m%d-%H%M%S}")
@@ -134,7 +134,7 @@ def _print_table(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..report import format_stat
+    from xray_xai.report.html import format_stat
 
     table = Table(title="audit (mean [95% CI])")
     cols = (

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ._common import echo_json, handle_errors
+from xray_xai.cli._common import echo_json, handle_errors
 
 
 def _parse_range(text: str | None) -> list[int] | None:
@@ -117,8 +117,8 @@ def cluster(
       xray-xai cluster --model densenet-full --data MURA-v1.1 --on explanations --explainer gradcam --json
       xray-xai cluster --model densenet-full --data MURA-v1.1 --backend ray --ray-address auto --concurrency 16
     """
-    from ..clustering import cluster as run_cluster
-    from ..errors import XrayXaiError
+    from xray_xai.cluster.service import cluster as run_cluster
+    from xray_xai.errors import XrayXaiError
 
     if region and per_region:
         raise click.UsageError("give either --region or --per-region, not both")
@@ -131,7 +131,7 @@ def cluster(
             raise click.UsageError(f"{', '.join(unsupported)} only work with --backend local")
     model: Any = checkpoint if checkpoint is not None else model_name
     if checkpoint is not None and model_name:
-        from ..store import load_model
+        from xray_xai.models.store import load_model
 
         model = load_model(checkpoint)
         if model.name != model_name:
@@ -187,7 +187,7 @@ def cluster(
 
 def _cluster_ray(model: Any, data_root: Path, *, as_json: bool, **options: Any) -> None:
     """``--backend ray``: call the distributed command and report it as JSON or one line."""
-    from ..distributed import cluster_command
+    from xray_xai.scale.ray import cluster_command
 
     summary = cluster_command(model, data_root, **options)
     if as_json:

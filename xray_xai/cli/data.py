@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 import click
 
-from ..interfaces import REGIONS
-from ._common import echo_json, handle_errors
+from xray_xai.cli._common import echo_json, handle_errors
+from xray_xai.sdk.interfaces import REGIONS
 
 #: problems printed in the text report; --json lists them all
 MAX_PROBLEMS_SHOWN = 20
@@ -77,8 +77,8 @@ def synth(
       xray-xai synth phantoms --n-studies 50 --seed 0
       xray-xai synth phantoms --n-studies 20 --regions wrist,elbow --image-size 64 --json
     """
-    from ..data import open_dataset, summarize
-    from ..data import synth as synth_data
+    from xray_xai.data.datasets import open_dataset, summarize
+    from xray_xai.data.datasets import synth as synth_data
 
     options: dict[str, Any] = {}
     if abnormal_fraction is not None:
@@ -130,7 +130,7 @@ def data(directory: Path, dataset_name: str | None, options: dict[str, Any], che
       xray-xai data ../shared/data/fracatlas --dataset fracatlas --json
       xray-xai data scans/ --dataset folder -o labels=labels.csv --check-images
     """
-    from ..data import open_dataset, summarize
+    from xray_xai.data.datasets import open_dataset, summarize
 
     ds = open_dataset(directory, dataset_name, **options)
     summary = summarize(ds, images=check_images)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import echo_json, handle_errors
+from xray_xai.cli._common import echo_json, handle_errors
 
 
 @click.command()
@@ -32,8 +32,8 @@ def demo(out: str, quick: bool, seed: int, as_json: bool) -> None:
     """
     from dataclasses import replace
 
-    from ..demo import DemoConfig
-    from ..demo import demo as run_demo
+    from xray_xai.demo import DemoConfig
+    from xray_xai.demo import demo as run_demo
 
     config = replace(DemoConfig.quick() if quick else DemoConfig(), seed=seed)
     log = (lambda msg: None) if as_json else (lambda msg: click.echo(msg, err=True))

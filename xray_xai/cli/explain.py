@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from ..explaining import DEFAULT_METHOD
-from ._common import echo_json, handle_errors
+from xray_xai.cli._common import echo_json, handle_errors
+from xray_xai.sdk.explainer import DEFAULT_METHOD
 
 
 def _parse_params(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
@@ -32,7 +32,7 @@ def _apply_layer(chosen: list[str], params: dict[str, dict[str, Any]], layer: st
     """``--layer NAME`` becomes ``layer=NAME`` of every chosen method that takes one (``layers`` for fusions)."""
     import inspect
 
-    from .. import get_explainer
+    from xray_xai import get_explainer
 
     taken = []
     for name in chosen:
@@ -170,7 +170,7 @@ def explain(
       xray-xai explain --model densenet-full --method gradcam --data MURA-v1.1 --backend ray --concurrency 8
       xray-xai explain --model densenet-full --method gradcam --layer features.denseblock3 --input film.png
     """
-    from ..explain_service import explain as run_explain
+    from xray_xai.explain.service import explain as run_explain
 
     chosen = [m for spec in (method, methods) if spec for m in spec.split(",") if m.strip()]
     if not chosen:  # the configuration that localised FracAtlas fractures best (docs/results.md)
@@ -239,7 +239,7 @@ def _explain_ray(
     **options: Any,
 ) -> None:
     """``--backend ray``: refuse the options only the local backend has, call the distributed command, report."""
-    from ..distributed import explain_command
+    from xray_xai.scale.ray import explain_command
 
     unsupported = [flag for flag, used in (("--only", only != "all"), ("--per-member", per_member),
                                            ("--resume", resume)) if used]  # fmt: skip

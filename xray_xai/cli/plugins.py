@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import echo_json, handle_errors
+from xray_xai.cli._common import echo_json, handle_errors
 
 
 @click.command()
@@ -23,7 +23,7 @@ def plugins(kind: str | None, as_json: bool) -> None:
       xray-xai plugins --kind explainer
       xray-xai plugins --json | jq '.[] | select(.kind=="model") | .name'
     """
-    from ..registry import all_plugins
+    from xray_xai.sdk.registry import all_plugins
 
     infos = [i for i in all_plugins() if kind is None or i.kind == kind]
     if as_json:

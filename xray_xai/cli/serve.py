@@ -6,8 +6,8 @@ import importlib.util
 
 import click
 
-from ..errors import XrayXaiError
-from ._common import handle_errors
+from xray_xai.cli._common import handle_errors
+from xray_xai.errors import XrayXaiError
 
 __all__ = ["serve"]
 
@@ -51,7 +51,7 @@ def serve(host: str, port: int, models: str | None, max_upload_mb: float, log_le
     missing = [pkg for mod, pkg in needed.items() if importlib.util.find_spec(mod) is None]
     if missing:
         raise XrayXaiError(f"the web server needs {', '.join(missing)}: pip install 'xray-xai[web]'")
-    from ..web import run_server
+    from xray_xai.web import run_server
 
     specs = [m.strip() for m in models.split(",") if m.strip()] if models else None
     click.echo(f"xray-xai: serving on http://{host}:{port}/ (Ctrl+C to stop)", err=True)

@@ -1,5 +1,5 @@
-"""``xray-xai train | evaluate | predict | models``: thin faces over :mod:`xray_xai.training` and
-:mod:`xray_xai.evaluation` (all logic lives there, so scripts get the same through the Python API)."""
+"""``xray-xai train | evaluate | predict | models``: thin faces over :mod:`xray_xai.models.training` and
+:mod:`xray_xai.models.evaluation` (all logic lives there, so scripts get the same through the Python API)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from ..training import LOSSES, MONITORS, OPTIMIZERS, SCHEDULES
-from ._common import echo_json, handle_errors
+from xray_xai.cli._common import echo_json, handle_errors
+from xray_xai.models.training import LOSSES, MONITORS, OPTIMIZERS, SCHEDULES
 
 
 def _fmt(v: Any) -> str:
@@ -126,8 +126,8 @@ def train(
       xray-xai train --model efficientnet-lite0 --data fracatlas --optimizer adamw \\
         --schedule cosine --monitor auroc --augment light --loss weighted-bce --epochs 6
     """
-    from ..errors import PluginError
-    from ..training import train as run_train
+    from xray_xai.errors import PluginError
+    from xray_xai.models.training import train as run_train
 
     options: dict[str, Any] = {}
     if hidden is not None:
@@ -218,7 +218,7 @@ def evaluate(
       xray-xai evaluate --model cnn-small --checkpoint ~/.xray-xai/models/cnn-small/2026... --data phantoms --json
       xray-xai evaluate --model efficientnet-lite0 --data fracatlas --dataset fracatlas --tta
     """
-    from ..evaluation import evaluate as run_evaluate
+    from xray_xai.models.evaluation import evaluate as run_evaluate
 
     result = run_evaluate(
         model_name,
@@ -309,8 +309,8 @@ def predict(
       xray-xai predict --model cnn-small --input films/ --csv predictions.csv
       xray-xai predict --model cnn-small --data phantoms --split test --json
     """
-    from ..evaluation import predict as run_predict
-    from ..fsutil import atomic_write_text, write_skipped_csv
+    from xray_xai._util.fsutil import atomic_write_text, write_skipped_csv
+    from xray_xai.models.evaluation import predict as run_predict
 
     if bool(inputs) == (data_root is not None):
         raise click.UsageError("give either --input (one or more) or --data")
@@ -357,7 +357,7 @@ def models(as_json: bool) -> None:
       xray-xai models
       xray-xai models --json | jq '.[].path'
     """
-    from ..store import list_store
+    from xray_xai.models.store import list_store
 
     entries = list_store()
     if as_json:

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import XrayXaiError
-from ..interfaces import Clusterer, Tags
+from xray_xai.errors import XrayXaiError
+from xray_xai.sdk.interfaces import Clusterer, Tags
 
 __all__ = [
     "EXPECTED_FAILED_CHECKS",
@@ -64,7 +64,7 @@ def check_clusterer_contract(estimator: Any, *, min_ari: float = 0.95) -> None:
     from sklearn.metrics import adjusted_rand_score
 
     cls = type(estimator)
-    assert isinstance(estimator, Clusterer), f"{cls.__name__} does not subclass xray_xai.interfaces.Clusterer"
+    assert isinstance(estimator, Clusterer), f"{cls.__name__} does not subclass xray_xai.sdk.interfaces.Clusterer"
     assert isinstance(cls.name, str) and cls.name, f"{cls.__name__} has no plugin name"
     assert cls.name == cls.name.lower() and " " not in cls.name, f"plugin name {cls.name!r} is not lower-case-hyphen"
     assert isinstance(cls.description, str) and cls.description, f"{cls.name}: no description"

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import XrayXaiError
-from ..interfaces import DatasetPlugin, Problem, Record
-from ..io import write_png
+from xray_xai.data.images import write_png
+from xray_xai.errors import XrayXaiError
+from xray_xai.sdk.interfaces import DatasetPlugin, Problem, Record
 
 __all__ = [
     "check_dataset",
@@ -131,7 +131,7 @@ def write_tiny_folder(root: str | Path, n_images: int = 4, *, size: int = 32) ->
 def example_root(name: str, tmp: str | Path) -> tuple[Path, dict[str, Any]] | None:
     """A tiny data set for the registered dataset plugin ``name`` written under ``tmp``, with the options to open
     it; None if no example is known (third-party readers bring their own). Generators generate one."""
-    from ..registry import datasets
+    from xray_xai.sdk.registry import datasets
 
     tmp = Path(tmp)
     cls = datasets.get(name)

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import PluginError
-from ..explaining import count_hooks
-from ..interfaces import Explainer, Explanation, Model, Preprocessing, Tags
-from ..torch_model import TorchModel
+from xray_xai.errors import PluginError
+from xray_xai.sdk.explainer import count_hooks
+from xray_xai.sdk.interfaces import Explainer, Explanation, Model, Preprocessing, Tags
+from xray_xai.sdk.torch_model import TorchModel
 
 __all__ = ["LinearModel", "TinyConvNet", "check_explainer", "example_images", "tiny_convnet"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..interfaces import Model, Preprocessing
+from xray_xai.sdk.interfaces import Model, Preprocessing
 
 __all__ = ["check_model", "example_batch"]
 
@@ -57,7 +57,7 @@ def check_model(model: Model | type[Model], image_size: int = 64, **options: Any
     cls: Any = model if isinstance(model, type) else type(model)
     name = getattr(cls, "name", "") or cls.__name__
     inst: Any = cls(image_size=image_size, **options) if isinstance(model, type) else model
-    assert isinstance(inst, Model), f"{name}: not an xray_xai.interfaces.Model"
+    assert isinstance(inst, Model), f"{name}: not an xray_xai.sdk.interfaces.Model"
     assert inst.name, f"{name}: empty name"
     assert inst.description, f"{name}: empty description"
     _check_preprocessing(name, inst.preprocessing, image_size if isinstance(model, type) else None)

@@ -30,10 +30,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from .. import __version__
-from ..errors import XrayXaiError
-from ..interfaces import Model
-from .service import (
+from xray_xai import __version__
+from xray_xai.errors import XrayXaiError
+from xray_xai.sdk.interfaces import Model
+from xray_xai.web.service import (
     DEFAULT_METHOD,
     MAX_VIEWS,
     THRESHOLD,
@@ -343,7 +343,7 @@ def _json_bytes(data: Any) -> bytes:
 
 
 def _store_dir() -> str:
-    from ..store import models_dir
+    from xray_xai.models.store import models_dir
 
     return str(models_dir())
 

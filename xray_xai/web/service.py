@@ -8,7 +8,7 @@ the rules that make a shared server safe live in one place:
 * one lock per model around inference and explanation: explainers register hooks on, and toggle ``requires_grad`` of,
   the shared module, so two requests on one model must not overlap (requests on different models still run in
   parallel); all per-request data lives in local variables;
-* uploads are decoded from memory (:func:`xray_xai.io.read_image_bytes`: content sniffed, pixel-count guard);
+* uploads are decoded from memory (:func:`xray_xai.data.images.read_image_bytes`: content sniffed, pixel-count guard);
 * results are kept in a bounded in-memory cache under unguessable ids (:class:`ResultCache`), never on disk.
 """
 
@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ImageError, PluginError, XrayXaiError
-from ..explaining import DEFAULT_METHOD as _DEFAULT_METHOD
-from ..interfaces import Model
+from xray_xai.errors import ImageError, PluginError, XrayXaiError
+from xray_xai.sdk.explainer import DEFAULT_METHOD as _DEFAULT_METHOD
+from xray_xai.sdk.interfaces import Model
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -106,7 +106,7 @@ def _status_of(exc: ImageError) -> int:
 
 def decode_uploads(uploads: Sequence[tuple[str | None, bytes]]) -> list[Film]:
     """Decode ``(file name, bytes)`` pairs from memory; the first bad file raises :class:`RequestError` naming it."""
-    from ..io import read_image_bytes
+    from xray_xai.data.images import read_image_bytes
 
     if not uploads:
         raise RequestError("no file uploaded: choose a PNG, JPEG or DICOM radiograph")
@@ -141,7 +141,7 @@ class ModelEntry:
 class ModelCache:
     """The models a server offers, each loaded once on first use and kept, with one inference lock per model.
 
-    ``specs`` None: every model name in the store (:func:`xray_xai.store.list_store`; a name means its newest
+    ``specs`` None: every model name in the store (:func:`xray_xai.models.store.list_store`; a name means its newest
     checkpoint), re-read on each listing so that a newly trained model appears without a restart. Otherwise the
     given registered names, checkpoint paths or :class:`Model` instances. ``loads`` counts actual loads (tests use
     it to check that concurrent first requests still load a model once).
@@ -175,7 +175,7 @@ class ModelCache:
         """The offered models by key, in a stable order."""
         if self._fixed is not None:
             return dict(self._fixed)
-        from .. import store
+        from xray_xai.models import store
 
         out: dict[str, ModelEntry] = {}
         for item in store.list_store():  # sorted by name then creation: the last one of a name is the newest
@@ -215,14 +215,14 @@ class ModelCache:
             if hasattr(model, "eval"):
                 model.eval()
             return model
-        from .. import store
+        from xray_xai.models import store
 
         return store.load_model(entry.spec)
 
 
 def explainer_names() -> list[str]:
     """Explanation methods offered: every explainer in the registry (the default first)."""
-    from ..registry import explainers
+    from xray_xai.sdk.registry import explainers
 
     names = explainers.names()
     return sorted(names, key=lambda n: (n != DEFAULT_METHOD, n))
@@ -278,7 +278,7 @@ class Analysis:
 
     def files(self) -> dict[str, bytes]:
         """Every PNG of this result by download name (films, overlays on the film, bare heatmaps)."""
-        from ..overlays import blend
+        from xray_xai.explain.overlays import blend
 
         out: dict[str, bytes] = {}
         for mi, mres in enumerate(self.models):
@@ -354,7 +354,7 @@ def png_data_uri(data: bytes) -> str:
 def _batch(films: Sequence[Film], model: Model) -> tuple[torch.Tensor, list[np.ndarray]]:
     import torch
 
-    from ..preprocessing import geometry, to_tensor
+    from xray_xai.data.preprocessing import geometry, to_tensor
 
     pre = model.preprocessing
     tensors = [to_tensor(f.image, pre) for f in films]
@@ -387,8 +387,8 @@ def analyse(
     ``methods``. A method that cannot explain a model (missing capability) is reported in its result, not raised."""
     import torch
 
-    from ..explain_service import make_explainer
-    from ..registry import explainers
+    from xray_xai.explain.service import make_explainer
+    from xray_xai.sdk.registry import explainers
 
     keys = list(dict.fromkeys(model_keys))
     if not keys:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xray_xai.interfaces import Explainer, Explanation, Model, Tags
+from xray_xai.sdk.interfaces import Explainer, Explanation, Model, Tags
 
 
 class InputXGradient(Explainer):

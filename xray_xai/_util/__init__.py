@@ -1,0 +1,1 @@
+"""Plumbing shared by every floor: atomic writes, progress bars, the allocator tweak."""

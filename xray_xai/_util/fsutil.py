@@ -1,0 +1,100 @@
+"""Atomic output: every file xray-xai writes appears whole or not at all (temp file in the same folder + rename)."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from xray_xai.sdk.interfaces import Problem
+
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "json_default",
+    "write_skipped_csv",
+]
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success it is renamed onto ``target``, on error removed.
+
+    Use it for libraries that want a file name (``plt.savefig``, ``np.save``, ``safetensors.torch.save_file``)::
+
+        with atomic_path(out / "overlay.png") as tmp:
+            fig.savefig(tmp)
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(
+        prefix=f".{target.name}.",
+        suffix=suffix if suffix is not None else target.suffix + ".tmp",
+        dir=target.parent,
+    )
+    os.close(fd)
+    tmp = Path(name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the permissions open() would give
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def atomic_write_bytes(target: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``target`` atomically (fsync before the rename)."""
+    with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return Path(target)
+
+
+def atomic_write_text(target: str | Path, text: str) -> Path:
+    return atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def atomic_write_json(target: str | Path, data: Any) -> Path:
+    """Write ``data`` as indented JSON (numpy values and paths converted) atomically."""
+
+    return atomic_write_text(target, json.dumps(data, indent=2, default=json_default) + "\n")
+
+
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for numpy values and paths, shared by every JSON writer and ``--json`` output."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "__fspath__"):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_skipped_csv(target: str | Path, problems: Iterable[Problem]) -> Path:
+    """Write the files a batch command skipped as CSV (``path,problem``) atomically, so every command lists them alike.
+
+    The header is written even when nothing was skipped, so a script can always read the file.
+    """
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["path", "problem"])
+    for p in problems:
+        writer.writerow([p.path, p.problem])
+    return atomic_write_text(target, buf.getvalue())

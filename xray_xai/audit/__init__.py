@@ -1,0 +1,1 @@
+"""Auditing explanations with numbers: faithfulness, sanity, localisation, controls, shortcuts."""

@@ -1,0 +1,1 @@
+"""Clustering the features behind "abnormal" calls: the feature cache and the cluster command."""

@@ -1,0 +1,1 @@
+"""Films and data sets: decoding and guards, dataset readers, preprocessing, masks."""

@@ -1,0 +1,1 @@
+"""The explain command's work: heatmaps for every model x method, overlays and figures."""

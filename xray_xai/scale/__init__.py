@@ -1,0 +1,1 @@
+"""Running at scale: Ray Data for explain and cluster, torchrun (DDP) for training."""
