@@ -15,6 +15,7 @@ __all__ = [
     "PluginError",
     "UnknownPluginError",
     "XrayXaiError",
+    "one_line",
 ]
 
 
@@ -48,3 +49,12 @@ class ImageError(DataError):
 
 class CheckpointError(DataError):
     """A weights file is missing, truncated, untrusted or for another architecture."""
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """The one line a user sees for ``exc`` (CLI, web page, skipped-file lists): the message with its whitespace
+    folded, an OS error as ``file: reason``, cut at ``limit`` characters."""
+    where = getattr(exc, "filename", None) if isinstance(exc, OSError) else None
+    text = f"{where}: {exc.strerror}" if where and getattr(exc, "strerror", None) else str(exc)
+    text = " ".join(text.split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
