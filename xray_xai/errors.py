@@ -54,7 +54,7 @@ class CheckpointError(DataError):
 def one_line(exc: BaseException, limit: int = 300) -> str:
     """The one line a user sees for ``exc`` (CLI, web page, skipped-file lists): the message with its whitespace
     folded, an OS error as ``file: reason``, cut at ``limit`` characters."""
-    where = getattr(exc, "filename", None) if isinstance(exc, OSError) else None
-    text = f"{where}: {exc.strerror}" if where and getattr(exc, "strerror", None) else str(exc)
+    is_os = isinstance(exc, OSError) and bool(exc.filename) and bool(exc.strerror)
+    text = f"{exc.filename}: {exc.strerror}" if is_os else str(exc)  # type: ignore[attr-defined]
     text = " ".join(text.split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
