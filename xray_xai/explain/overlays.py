@@ -2,8 +2,10 @@
 
 The film is always shown in gray as the model saw it (crop/resize/letterbox, no normalisation) and the heatmap on
 top with an opacity that grows with the map value, so that regions without evidence leave the film untouched; a
-colour bar gives the scale. Figures are drawn with matplotlib's object API (no pyplot global state) and written
-atomically.
+colour bar gives the scale. :func:`blend` is the one rule for that (opacity ``DEFAULT_ALPHA * value``, ``jet``
+colours): the figures of ``xray-xai explain``, the overlays of the web page and the report's overlays all draw
+their heatmaps with it, so one map over one film looks the same everywhere. Figures are drawn with matplotlib's
+object API (``Figure`` + ``FigureCanvasAgg``, no pyplot global state, no backend switch) and written atomically.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = [
     "render_overlay",
     "render_study",
     "superpixel_film",
+    "to_png",
 ]
 
 DEFAULT_CMAP = "jet"
@@ -49,11 +52,27 @@ def heatmap_rgba(heat: np.ndarray, cmap: str = DEFAULT_CMAP, alpha_max: float = 
 
 
 def blend(film: np.ndarray, heat: np.ndarray, cmap: str = DEFAULT_CMAP, alpha_max: float = DEFAULT_ALPHA) -> np.ndarray:
-    """The overlay as an RGB ``(H, W, 3)`` float array in [0, 1] (for the web page and thumbnails)."""
-    gray = np.repeat(np.clip(np.asarray(film, dtype=np.float32), 0, 1)[..., None], 3, axis=2)
+    """The heatmap over the film, RGB ``(H, W, 3)`` float in [0, 1]: ``film * (1 - a) + colour * a`` with
+    ``a = alpha_max * value`` (:func:`heatmap_rgba`). ``film`` is gray ``(H, W)`` or already RGB ``(H, W, 3)``
+    (the superpixel view). The one blending rule of xray-xai: explain's figures, the web page, the report."""
+    base = np.clip(np.nan_to_num(np.asarray(film, dtype=np.float32)), 0.0, 1.0)
+    if base.ndim == 2:
+        base = np.repeat(base[..., None], 3, axis=2)
     rgba = heatmap_rgba(heat, cmap, alpha_max)
     a = rgba[..., 3:4]
-    return np.clip(gray * (1 - a) + rgba[..., :3] * a, 0.0, 1.0)
+    return np.clip(base * (1 - a) + rgba[..., :3] * a, 0.0, 1.0)
+
+
+def to_png(image: np.ndarray) -> bytes:
+    """A gray ``(H, W)`` or RGB ``(H, W, 3)`` float array in [0, 1] as 8-bit PNG bytes (values rounded)."""
+    import io
+
+    from PIL import Image
+
+    arr = np.rint(np.clip(np.nan_to_num(np.asarray(image, dtype=np.float32)), 0.0, 1.0) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def superpixel_film(film: np.ndarray, kept: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
@@ -88,24 +107,25 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def _draw(ax: Axes, panel: Panel, cmap: str, alpha_max: float) -> None:
-    if panel.kept is not None:
-        ax.imshow(superpixel_film(panel.film, panel.kept, panel.labels), interpolation="bilinear")
-    else:
-        ax.imshow(panel.film, cmap="gray", vmin=0.0, vmax=1.0, interpolation="bilinear")
+    base = panel.film if panel.kept is None else superpixel_film(panel.film, panel.kept, panel.labels)
     if panel.heat is not None:
-        ax.imshow(heatmap_rgba(panel.heat, cmap, alpha_max), interpolation="bilinear")
-        if not np.any(np.asarray(panel.heat) > 0):  # an empty overlay must not look like a rendering failure
-            ax.text(
-                0.5,
-                0.04,
-                "no positive evidence",
-                transform=ax.transAxes,
-                ha="center",
-                va="bottom",
-                fontsize=8,
-                color="white",
-                bbox={"facecolor": "black", "alpha": 0.6, "edgecolor": "none"},
-            )
+        ax.imshow(blend(base, panel.heat, cmap, alpha_max), interpolation="bilinear")
+    elif base.ndim == 3:
+        ax.imshow(base, interpolation="bilinear")
+    else:
+        ax.imshow(base, cmap="gray", vmin=0.0, vmax=1.0, interpolation="bilinear")
+    if panel.heat is not None and not np.any(np.asarray(panel.heat) > 0):
+        ax.text(  # an empty overlay must not look like a rendering failure
+            0.5,
+            0.04,
+            "no positive evidence",
+            transform=ax.transAxes,
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            color="white",
+            bbox={"facecolor": "black", "alpha": 0.6, "edgecolor": "none"},
+        )
     ax.set_xticks([])
     ax.set_yticks([])
     if panel.caption:

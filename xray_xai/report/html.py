@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-import io
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -93,26 +92,21 @@ def _e(x: Any) -> str:
 
 
 # -- images --------------------------------------------------------------------------------------------------------
-def overlay_png(film: np.ndarray, heatmap: np.ndarray, *, mask: np.ndarray | None = None, alpha: float = 0.45) -> bytes:
-    """PNG bytes of a gray film with a jet-coloured map blended on top and the mask outline (if any) in green."""
-    from matplotlib import colormaps
-    from PIL import Image
+def overlay_png(
+    film: np.ndarray, heatmap: np.ndarray, *, mask: np.ndarray | None = None, alpha: float | None = None
+) -> bytes:
+    """PNG bytes of the film with the map blended on top by :func:`xray_xai.explain.overlays.blend` (the one rule
+    that explain and the web page use too; ``alpha`` None is its default opacity) and the mask outline (if any) in
+    green."""
+    from xray_xai.explain.overlays import blend, to_png
 
-    f = np.clip(np.asarray(film, dtype=np.float32), 0, 1)
-    m = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=np.float32)), 0, 1)
-    rgb = np.repeat(f[..., None], 3, axis=2)
-    colour = colormaps["jet"](m)[..., :3].astype(np.float32)
-    weight = alpha * (0.25 + 0.75 * m)[..., None]  # faint where the map is low, so the film stays readable
-    out = rgb * (1 - weight) + colour * weight
+    out = blend(film, heatmap) if alpha is None else blend(film, heatmap, alpha_max=alpha)
     if mask is not None and np.any(mask):
         from skimage.segmentation import find_boundaries
 
         edge = find_boundaries(np.asarray(mask, dtype=bool), mode="thick")
         out[edge] = (0.1, 1.0, 0.2)
-    img = Image.fromarray((np.clip(out, 0, 1) * 255).astype(np.uint8))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+    return to_png(out)
 
 
 def _img_tag(png: bytes, alt: str) -> str:
