@@ -17,21 +17,35 @@ Importing this module is cheap; each function imports its service (and torch) wh
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from xray_xai.defaults import DECISION_THRESHOLD, DEFAULT_METHOD
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from xray_xai.explain.engine import ModelFilms
 
 __all__ = [
+    "DECISION_THRESHOLD",
+    "DEFAULT_METHOD",
     "audit",
     "cluster",
     "data_summary",
     "demo",
     "evaluate",
     "explain",
+    "explain_films",
+    "explainer_names",
     "extract_features",
     "list_store",
     "load_model",
+    "models_dir",
     "open_dataset",
     "predict",
+    "read_image_bytes",
     "save_model",
     "select_k",
     "synth",
@@ -152,3 +166,61 @@ def list_store() -> list[dict[str, Any]]:
     from xray_xai.models.store import list_store as _list
 
     return _list()
+
+
+# -- in memory: decoded films, for the web page and notebooks ------------------------------------------------------
+def read_image_bytes(data: bytes, name: str = "upload") -> np.ndarray:
+    """Decode an in-memory PNG, JPEG or DICOM file (format sniffed from the content, pixel-count guard) to a float
+    ``(H, W)`` film in [0, 1]; ``name`` is used in messages. Bad content raises :class:`xray_xai.errors.ImageError`."""
+    from xray_xai.data.images import read_image_bytes as _read
+
+    return _read(data, name)
+
+
+def explain_films(
+    films: Sequence[np.ndarray],
+    models: Any,
+    methods: str | Sequence[str] | None = None,
+    *,
+    names: Sequence[str] = (),
+    target: str = "abnormal",
+    seed: int | None = 0,
+    params: Mapping[str, dict[str, Any]] | None = None,
+    predict: bool = True,
+    keep_errors: bool = False,
+    threshold: float = DECISION_THRESHOLD,
+) -> list[ModelFilms]:
+    """Probabilities, maps and overlays of decoded films (e.g. the views of one study) under each loaded model
+    (a :class:`~xray_xai.sdk.interfaces.Model` or a list of them), in memory: the engine of ``xray-xai explain``
+    without files. ``methods`` None is :data:`DEFAULT_METHOD`, ``()`` probabilities only; with ``keep_errors`` a
+    method that cannot explain a model is reported in its result instead of raised. One
+    :class:`~xray_xai.explain.engine.ModelFilms` per model (``probabilities``, ``study_probability``,
+    ``prediction``, ``films``, ``methods``, ``overlay(method, view)`` and PNG bytes of each)."""
+    from xray_xai.explain.engine import explain_films as _explain_films
+
+    return _explain_films(
+        films,
+        models,
+        methods,
+        names=names,
+        target=target,
+        seed=seed,
+        params=params,
+        predict=predict,
+        keep_errors=keep_errors,
+        threshold=threshold,
+    )
+
+
+def explainer_names() -> list[str]:
+    """Every registered explanation method, the default (:data:`DEFAULT_METHOD`) first, then by name."""
+    from xray_xai.sdk.registry import explainers
+
+    return sorted(explainers.names(), key=lambda n: (n != DEFAULT_METHOD, n))
+
+
+def models_dir() -> Path:
+    """The model store's folder (``$XRAY_XAI_HOME/models``), where :func:`list_store` looks."""
+    from xray_xai.models.store import models_dir as _models_dir
+
+    return _models_dir()
