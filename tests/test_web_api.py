@@ -164,6 +164,40 @@ def test_explain_returns_pngs_and_maps(client: TestClient) -> None:
     assert len(films) == 2 and Image.open(io.BytesIO(base64.b64decode(films[0]))).size == (SIZE, SIZE)
 
 
+def test_explain_overlays_are_the_engines(client: TestClient, tiny_model: Any) -> None:
+    """The page's overlays and probabilities are xray_xai.api.explain_films' (the engine of `xray-xai explain`) and
+    the overlay is blended as the report blends it."""
+    from xray_xai import api
+    from xray_xai.report.html import overlay_png
+
+    data = png_bytes(radiograph(7))
+    r = client.post("/api/explain", files=files(("a.png", data)), data={"methods": ["gradcam"]})
+    view = r.json()["results"][0]["explanations"][0]["views"][0]
+    got = np.asarray(Image.open(io.BytesIO(base64.b64decode(view["overlay_png"]))))
+    (run,) = api.explain_films([api.read_image_bytes(data, "a.png")], tiny_model, ["gradcam"])
+    assert r.json()["results"][0]["probabilities"][0] == pytest.approx(float(run.probabilities[0]), abs=1e-6)
+    assert np.array_equal(got, np.asarray(Image.open(io.BytesIO(run.overlay_png("gradcam", 0)))))
+    report = overlay_png(run.films[0], run.heatmap("gradcam", 0))
+    assert np.array_equal(got, np.asarray(Image.open(io.BytesIO(report))))
+
+
+def test_web_face_imports_only_the_api() -> None:
+    """The web face calls xray_xai.api (and errors, __version__); no service, sdk, data or _util import."""
+    import ast
+
+    allowed = {"xray_xai", "xray_xai.api", "xray_xai.errors"}
+    for path in (Path(xray_xai.__file__).parent / "web").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("xray_xai"):
+                mod = node.module
+                assert mod in allowed or mod.startswith("xray_xai.web"), f"{path.name} imports {mod}"
+                if mod == "xray_xai":
+                    assert {a.name for a in node.names} <= {"__version__", "api"}, path.name
+            elif isinstance(node, ast.Import):
+                bad = [a.name for a in node.names if a.name.startswith("xray_xai.") and a.name not in allowed]
+                assert not bad, f"{path.name} imports {bad}"
+
+
 def test_explain_defaults_to_layercam_without_maps(client: TestClient) -> None:
     r = client.post("/api/explain", files=files(("a.png", png_bytes(radiograph(3)))))
     (res,) = r.json()["results"]

@@ -11,8 +11,9 @@ Routes::
     POST /api/explain           files + model + methods -> probabilities and heatmaps (base64 PNG, optional maps)
     GET  /openapi.json          the API's schema (the interactive /docs pages are off: they load scripts from a CDN)
 
-No asset is loaded from the internet: the page's CSS is inline and it has no script. The work itself lives in
-:mod:`xray_xai.web.service`; this module only maps HTTP to it and errors to 4xx answers.
+No asset is loaded from the internet: the page's CSS is inline and it has no script. The work itself is
+:mod:`xray_xai.api` (through :mod:`xray_xai.web.service`, the rules of a shared server); this module only maps HTTP
+to it and errors to 4xx answers.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +32,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from xray_xai import __version__
-from xray_xai.errors import XrayXaiError
-from xray_xai.sdk.interfaces import Model
+from xray_xai import __version__, api
+from xray_xai.errors import XrayXaiError, one_line
 from xray_xai.web.service import (
     DEFAULT_METHOD,
     MAX_VIEWS,
-    THRESHOLD,
+    Analysis,
     ModelCache,
     RequestError,
     ResultCache,
@@ -136,8 +137,85 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+@dataclass
+class _Server:
+    """What every route shares: the offered models, the result cache, the page template and the limits."""
+
+    cache: ModelCache
+    results: ResultCache
+    env: Any  # jinja2.Environment
+    max_upload_mb: float
+    files_limit: int
+    seed: int
+    fixed: bool  # models given by the operator rather than read from the store
+
+    def page(self, status: int = 200, **context: Any) -> HTMLResponse:
+        """The page: the form, and the error or the result when ``context`` has one."""
+        offered = self.cache.entries()
+        context.setdefault("chosen_models", list(offered)[:1])
+        context.setdefault("chosen_methods", [DEFAULT_METHOD])
+        html = self.env.get_template("index.html").render(
+            models=[e.to_dict() for e in offered.values()],
+            methods=explainer_names(),
+            max_upload_mb=self.max_upload_mb,
+            max_views=MAX_VIEWS,
+            threshold=api.DECISION_THRESHOLD,
+            version=__version__,
+            store=str(api.models_dir()),
+            fixed=self.fixed,
+            **context,
+        )
+        return HTMLResponse(html, status_code=status)
+
+    def too_large(self, scope: Scope, message: str) -> Response:
+        """The 413 answer of the body guard: JSON for the API, the page otherwise."""
+        if str(scope.get("path", "")).startswith("/api/"):
+            return JSONResponse({"detail": message}, status_code=413)
+        return self.page(413, error=message)
+
+    async def read_uploads(self, files: Sequence[StarletteUploadFile] | None) -> list[tuple[str | None, bytes]]:
+        """The uploads' bytes, in memory; the total is checked chunk by chunk against the limit."""
+        out = []
+        total = 0
+        for upload in files or []:
+            if not upload.filename and upload.size in (None, 0):
+                continue  # a browser sends an empty part when no file was chosen
+            chunks = []
+            while chunk := await upload.read(1 << 20):
+                total += len(chunk)
+                if total > self.files_limit:
+                    raise RequestError(_too_large_message(self.files_limit), 413)
+                chunks.append(chunk)
+            out.append((upload.filename, b"".join(chunks)))
+            await upload.close()
+        return out
+
+    def default_keys(self, chosen: Sequence[str] | None) -> list[str]:
+        """The model keys a request chose, or every offered model."""
+        keys = [k for k in (chosen or []) if k]
+        if keys:
+            return keys
+        offered = self.cache.keys()
+        if not offered:
+            raise RequestError(
+                f"no model to use: none is stored in {api.models_dir()}; train one with `xray-xai train`, "
+                "or start the server with --models",
+                400,
+            )
+        return offered
+
+    async def analyse(
+        self, uploads: Sequence[tuple[str | None, bytes]], keys: Sequence[str], methods: Sequence[str], pngs: bool
+    ) -> tuple[Analysis, dict[str, bytes]]:
+        """Decode and analyse one request's uploads off the event loop; the analysis and (``pngs``) its PNGs."""
+        films = await run_in_threadpool(decode_uploads, uploads)
+        analysis = await run_in_threadpool(analyse, films, self.cache, keys, methods, seed=self.seed)
+        blobs = await run_in_threadpool(analysis.files) if pngs else {}
+        return analysis, blobs
+
+
 def create_app(
-    models: Sequence[str | Path | Model] | None = None,
+    models: Sequence[Any] | None = None,
     *,
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     result_cache_size: int = 32,
@@ -149,11 +227,15 @@ def create_app(
 
     if max_upload_mb <= 0:
         raise ValueError("max_upload_mb must be positive")
-    files_limit = int(max_upload_mb * 2**20)
-    cache = ModelCache(models)
-    results = ResultCache(max_entries=result_cache_size)
-    env = Environment(loader=FileSystemLoader(str(_TEMPLATES)), autoescape=select_autoescape(["html"]))
-
+    server = _Server(
+        cache=ModelCache(models),
+        results=ResultCache(max_entries=result_cache_size),
+        env=Environment(loader=FileSystemLoader(str(_TEMPLATES)), autoescape=select_autoescape(["html"])),
+        max_upload_mb=max_upload_mb,
+        files_limit=int(max_upload_mb * 2**20),
+        seed=seed,
+        fixed=models is not None,
+    )
     app = FastAPI(
         title="xray-xai",
         version=__version__,
@@ -161,88 +243,48 @@ def create_app(
         docs_url=None,  # Swagger UI and ReDoc load scripts from a CDN; the schema stays at /openapi.json
         redoc_url=None,
     )
-    app.state.models = cache
-    app.state.results = results
-    app.state.max_upload_bytes = files_limit
+    app.state.models = server.cache
+    app.state.results = server.results
+    app.state.max_upload_bytes = server.files_limit
+    app.add_middleware(
+        _Guard, limit=server.files_limit + _FORM_OVERHEAD, files_limit=server.files_limit, too_large=server.too_large
+    )
+    _add_error_handlers(app, server)
+    _add_page_routes(app, server)
+    _add_api_routes(app, server)
+    return app
 
-    def page(request: Request | None, status: int = 200, **context: Any) -> HTMLResponse:
-        offered = cache.entries()
-        context.setdefault("chosen_models", list(offered)[:1])
-        context.setdefault("chosen_methods", [DEFAULT_METHOD])
-        html = env.get_template("index.html").render(
-            models=[e.to_dict() for e in offered.values()],
-            methods=explainer_names(),
-            max_upload_mb=max_upload_mb,
-            max_views=MAX_VIEWS,
-            threshold=THRESHOLD,
-            version=__version__,
-            store=_store_dir(),
-            fixed=models is not None,
-            **context,
-        )
-        return HTMLResponse(html, status_code=status)
 
-    def too_large(scope: Scope, message: str) -> Response:
-        if str(scope.get("path", "")).startswith("/api/"):
-            return JSONResponse({"detail": message}, status_code=413)
-        return page(None, 413, error=message)
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
 
-    app.add_middleware(_Guard, limit=files_limit + _FORM_OVERHEAD, files_limit=files_limit, too_large=too_large)
 
-    def is_api(request: Request) -> bool:
-        return request.url.path.startswith("/api/")
+def _add_error_handlers(app: FastAPI, server: _Server) -> None:
+    """HTTP errors and xray-xai errors as ``{"detail": one line}`` for the API, the page with the message otherwise."""
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> Response:
-        if is_api(request) or (exc.status_code == 404 and request.url.path.startswith("/results/")):
+        if _is_api(request) or (exc.status_code == 404 and request.url.path.startswith("/results/")):
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
-        return page(request, exc.status_code, error=str(exc.detail))
+        return server.page(exc.status_code, error=str(exc.detail))
 
     @app.exception_handler(XrayXaiError)
     async def _app_error(request: Request, exc: XrayXaiError) -> Response:
         status = exc.status if isinstance(exc, RequestError) else 500
-        message = str(exc) if isinstance(exc, RequestError) else f"server error: {' '.join(str(exc).split())}"
+        message = one_line(exc) if isinstance(exc, RequestError) else f"server error: {one_line(exc)}"
         if status >= 500:
             log.error("%s %s: %s", request.method, request.url.path, message)
-        if is_api(request):
+        if _is_api(request):
             return JSONResponse({"detail": message}, status_code=status)
-        return page(request, status, error=message)
+        return server.page(status, error=message)
 
-    async def read_uploads(files: Sequence[StarletteUploadFile] | None) -> list[tuple[str | None, bytes]]:
-        """The uploads' bytes, in memory; the total is checked chunk by chunk against the limit."""
-        out = []
-        total = 0
-        for upload in files or []:
-            if not upload.filename and upload.size in (None, 0):
-                continue  # a browser sends an empty part when no file was chosen
-            chunks = []
-            while chunk := await upload.read(1 << 20):
-                total += len(chunk)
-                if total > files_limit:
-                    raise RequestError(_too_large_message(files_limit), 413)
-                chunks.append(chunk)
-            out.append((upload.filename, b"".join(chunks)))
-            await upload.close()
-        return out
 
-    def default_keys(chosen: Sequence[str] | None) -> list[str]:
-        keys = [k for k in (chosen or []) if k]
-        if keys:
-            return keys
-        offered = cache.keys()
-        if not offered:
-            raise RequestError(
-                f"no model to use: none is stored in {_store_dir()}; train one with `xray-xai train`, "
-                "or start the server with --models",
-                400,
-            )
-        return offered
-
-    # ------------------------------------------------------------------------------------------------- the page
+def _add_page_routes(app: FastAPI, server: _Server) -> None:
+    """The form, its results page and the downloads of a recent result."""
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index(request: Request) -> HTMLResponse:
-        return page(request)
+    def index() -> HTMLResponse:
+        return server.page()
 
     @app.post("/", response_class=HTMLResponse, include_in_schema=False)
     async def submit(request: Request) -> HTMLResponse:
@@ -252,21 +294,19 @@ def create_app(
             chosen_models = [m for m in form.getlist("models") if isinstance(m, str) and m]
             chosen_methods = [m for m in form.getlist("methods") if isinstance(m, str) and m]
             context: dict[str, Any] = {
-                "chosen_models": chosen_models or cache.keys()[:1],
+                "chosen_models": chosen_models or server.cache.keys()[:1],
                 "chosen_methods": chosen_methods,
             }
             try:
-                uploads = await read_uploads(files)
+                uploads = await server.read_uploads(files)
             except RequestError as exc:
-                return page(request, exc.status, error=str(exc), **context)
+                return server.page(exc.status, error=str(exc), **context)
         try:
             if not chosen_models:
                 raise RequestError("choose at least one model")
-            films = await run_in_threadpool(decode_uploads, uploads)
-            analysis = await run_in_threadpool(analyse, films, cache, chosen_models, chosen_methods, seed=seed)
-            blobs = await run_in_threadpool(analysis.files)
+            analysis, blobs = await server.analyse(uploads, chosen_models, chosen_methods, pngs=True)
         except RequestError as exc:
-            return page(request, exc.status, error=str(exc), **context)
+            return server.page(exc.status, error=str(exc), **context)
         root = request.scope.get("root_path", "")
         shown: dict[str, Any] = {}
 
@@ -274,12 +314,13 @@ def create_app(
             shown.update(analysis.to_dict(lambda name: f"{root}/results/{rid}/{name}"))
             return _json_bytes(shown)
 
-        rid = results.put(blobs, as_json)
-        return page(request, result=shown, result_id=rid, result_json=f"{root}/results/{rid}/result.json", **context)
+        rid = server.results.put(blobs, as_json)
+        json_url = f"{root}/results/{rid}/result.json"
+        return server.page(result=shown, result_id=rid, result_json=json_url, **context)
 
     @app.get("/results/{rid}/{name}", include_in_schema=False)
     def result_file(rid: str, name: str) -> Response:
-        item = results.get(rid)
+        item = server.results.get(rid)
         if item is None:
             raise HTTPException(404, "result not found (results are kept in memory for a limited time)")
         if name == "result.json":
@@ -289,7 +330,9 @@ def create_app(
             raise HTTPException(404, "no such file in this result")
         return Response(blob, media_type="image/png", headers={"cache-control": "private, max-age=3600"})
 
-    # -------------------------------------------------------------------------------------------------- the API
+
+def _add_api_routes(app: FastAPI, server: _Server) -> None:
+    """The JSON API: liveness, the offered models and methods, predict, explain."""
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, Any]:
@@ -300,11 +343,11 @@ def create_app(
     def list_models() -> dict[str, Any]:
         """The models this server offers (keys to send as ``models``/``model``) and the explanation methods."""
         return {
-            "models": [e.to_dict() for e in cache.entries().values()],
+            "models": [e.to_dict() for e in server.cache.entries().values()],
             "methods": explainer_names(),
             "default_method": DEFAULT_METHOD,
-            "threshold": THRESHOLD,
-            "max_upload_mb": max_upload_mb,
+            "threshold": api.DECISION_THRESHOLD,
+            "max_upload_mb": server.max_upload_mb,
             "max_views": MAX_VIEWS,
         }
 
@@ -314,9 +357,8 @@ def create_app(
         models: list[str] | None = Form(None, description="model keys (default: every offered model)"),
     ) -> dict[str, Any]:
         """Probability of abnormal for each view under each model, and the study score (mean over views)."""
-        uploads = await read_uploads(files)
-        films = await run_in_threadpool(decode_uploads, uploads)
-        analysis = await run_in_threadpool(analyse, films, cache, default_keys(models), (), seed=seed)
+        uploads = await server.read_uploads(files)
+        analysis, _ = await server.analyse(uploads, server.default_keys(models), (), pngs=False)
         return analysis.to_dict()
 
     @app.post("/api/explain", tags=["api"])
@@ -327,25 +369,15 @@ def create_app(
         maps: bool = Form(False, description="also return each map as nested lists of floats in [0, 1]"),
     ) -> dict[str, Any]:
         """Probabilities plus, per method and view, the heatmap over the film and the bare map as base64 PNGs."""
-        uploads = await read_uploads(files)
-        films = await run_in_threadpool(decode_uploads, uploads)
-        keys = [model] if model else default_keys(None)[:1]
+        uploads = await server.read_uploads(files)
+        keys = [model] if model else server.default_keys(None)[:1]
         chosen = [m for m in (methods or []) if m] or [DEFAULT_METHOD]
-        analysis = await run_in_threadpool(analyse, films, cache, keys, chosen, seed=seed)
-        blobs = await run_in_threadpool(analysis.files)
+        analysis, blobs = await server.analyse(uploads, keys, chosen, pngs=True)
         return analysis.to_dict(lambda n: base64.b64encode(blobs[n]).decode("ascii"), maps=maps)
-
-    return app
 
 
 def _json_bytes(data: Any) -> bytes:
     return (json.dumps(data, indent=2) + "\n").encode("utf-8")
-
-
-def _store_dir() -> str:
-    from xray_xai.models.store import models_dir
-
-    return str(models_dir())
 
 
 def run_server(

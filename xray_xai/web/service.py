@@ -1,21 +1,19 @@
-"""What the web page and the JSON API do, without any web framework: decode uploads, run models and explainers,
-encode PNGs, keep results for download.
+"""What the web page and the JSON API do, without any web framework: decode uploads, run models and explainers
+through :mod:`xray_xai.api`, keep results for download.
 
-Kept free of FastAPI so that a script (or the lead's :mod:`xray_xai.api`) can call the same functions, and so that
-the rules that make a shared server safe live in one place:
+The explaining itself is :func:`xray_xai.api.explain_films` (the engine of ``xray-xai explain``): this module only
+adds what a shared server needs, kept free of FastAPI so that the rules live in one place:
 
 * every model is loaded once (:class:`ModelCache`, keyed by the server's own model names, never by a client path);
 * one lock per model around inference and explanation: explainers register hooks on, and toggle ``requires_grad`` of,
   the shared module, so two requests on one model must not overlap (requests on different models still run in
   parallel); all per-request data lives in local variables;
-* uploads are decoded from memory (:func:`xray_xai.data.images.read_image_bytes`: content sniffed, pixel-count guard);
+* uploads are decoded from memory (:func:`xray_xai.api.read_image_bytes`: content sniffed, pixel-count guard);
 * results are kept in a bounded in-memory cache under unguessable ids (:class:`ResultCache`), never on disk.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import re
 import secrets
 import threading
@@ -25,39 +23,29 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from xray_xai import api
 from xray_xai.errors import ImageError, PluginError, XrayXaiError
-from xray_xai.sdk.explainer import DEFAULT_METHOD as _DEFAULT_METHOD
-from xray_xai.sdk.interfaces import Model
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
 
 __all__ = [
     "DEFAULT_METHOD",
     "MAX_VIEWS",
-    "THRESHOLD",
     "Analysis",
     "Film",
-    "MethodResult",
     "ModelCache",
     "ModelEntry",
-    "ModelResult",
     "RequestError",
     "ResultCache",
     "analyse",
     "decode_uploads",
     "display_name",
-    "encode_png",
     "explainer_names",
 ]
 
-DEFAULT_METHOD = _DEFAULT_METHOD  # the same default as the CLI and the API
-#: decision threshold on the probability of "abnormal" shown on the page
-THRESHOLD = 0.5
+DEFAULT_METHOD = api.DEFAULT_METHOD  # the same default as the CLI and the API
 #: most files (views) accepted in one request: a study has a handful of views, not hundreds
 MAX_VIEWS = 16
 
@@ -106,8 +94,6 @@ def _status_of(exc: ImageError) -> int:
 
 def decode_uploads(uploads: Sequence[tuple[str | None, bytes]]) -> list[Film]:
     """Decode ``(file name, bytes)`` pairs from memory; the first bad file raises :class:`RequestError` naming it."""
-    from xray_xai.data.images import read_image_bytes
-
     if not uploads:
         raise RequestError("no file uploaded: choose a PNG, JPEG or DICOM radiograph")
     if len(uploads) > MAX_VIEWS:
@@ -116,7 +102,7 @@ def decode_uploads(uploads: Sequence[tuple[str | None, bytes]]) -> list[Film]:
     for i, (raw, data) in enumerate(uploads):
         name = display_name(raw, i)
         try:
-            films.append(Film(name, read_image_bytes(data, name)))
+            films.append(Film(name, api.read_image_bytes(data, name)))
         except ImageError as exc:
             raise RequestError(f"{name}: {exc.problem}", _status_of(exc)) from None
     return films
@@ -130,7 +116,7 @@ class ModelEntry:
     """A model the server offers: ``key`` is what clients send; ``spec`` (name, path or instance) stays here."""
 
     key: str
-    spec: str | Path | Model
+    spec: Any  # a registered name, a checkpoint path or a loaded model
     source: str  # "store", "path" or "instance"
     info: Mapping[str, Any] = field(default_factory=dict)
 
@@ -141,25 +127,25 @@ class ModelEntry:
 class ModelCache:
     """The models a server offers, each loaded once on first use and kept, with one inference lock per model.
 
-    ``specs`` None: every model name in the store (:func:`xray_xai.models.store.list_store`; a name means its newest
+    ``specs`` None: every model name in the store (:func:`xray_xai.api.list_store`; a name means its newest
     checkpoint), re-read on each listing so that a newly trained model appears without a restart. Otherwise the
-    given registered names, checkpoint paths or :class:`Model` instances. ``loads`` counts actual loads (tests use
-    it to check that concurrent first requests still load a model once).
+    given registered names, checkpoint paths or loaded models. ``loads`` counts actual loads (tests use it to check
+    that concurrent first requests still load a model once).
     """
 
-    def __init__(self, specs: Sequence[str | Path | Model] | None = None) -> None:
+    def __init__(self, specs: Sequence[Any] | None = None) -> None:
         self._fixed = None if specs is None else self._entries_from(specs)
-        self._models: dict[str, Model] = {}
+        self._models: dict[str, Any] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._load_lock = threading.Lock()
         self.loads = 0
 
     @staticmethod
-    def _entries_from(specs: Sequence[str | Path | Model]) -> dict[str, ModelEntry]:
+    def _entries_from(specs: Sequence[Any]) -> dict[str, ModelEntry]:
         out: dict[str, ModelEntry] = {}
         for spec in specs:
-            if isinstance(spec, Model):
-                key, source = spec.name or type(spec).__name__, "instance"
+            if not isinstance(spec, str | Path):
+                key, source = getattr(spec, "name", None) or type(spec).__name__, "instance"
             else:
                 text = str(spec).strip()
                 if not text:
@@ -175,10 +161,8 @@ class ModelCache:
         """The offered models by key, in a stable order."""
         if self._fixed is not None:
             return dict(self._fixed)
-        from xray_xai.models import store
-
         out: dict[str, ModelEntry] = {}
-        for item in store.list_store():  # sorted by name then creation: the last one of a name is the newest
+        for item in api.list_store():  # sorted by name then creation: the last one of a name is the newest
             if item.get("problem"):
                 continue
             name = str(item["name"])
@@ -189,7 +173,7 @@ class ModelCache:
     def keys(self) -> list[str]:
         return list(self.entries())
 
-    def get(self, key: str) -> tuple[Model, threading.Lock]:
+    def get(self, key: str) -> tuple[Any, threading.Lock]:
         """The loaded model offered as ``key`` and its inference lock; an unknown key raises :class:`RequestError`."""
         model = self._models.get(key)
         if model is not None:
@@ -209,169 +193,100 @@ class ModelCache:
         return model, self._locks[key]
 
     @staticmethod
-    def _load(entry: ModelEntry) -> Model:
-        if isinstance(entry.spec, Model):
-            model = entry.spec
-            if hasattr(model, "eval"):
-                model.eval()
-            return model
-        from xray_xai.models import store
-
-        return store.load_model(entry.spec)
+    def _load(entry: ModelEntry) -> Any:
+        if entry.source != "instance":
+            return api.load_model(entry.spec)
+        model = entry.spec
+        if hasattr(model, "eval"):
+            model.eval()
+        return model
 
 
 def explainer_names() -> list[str]:
     """Explanation methods offered: every explainer in the registry (the default first)."""
-    from xray_xai.sdk.registry import explainers
-
-    names = explainers.names()
-    return sorted(names, key=lambda n: (n != DEFAULT_METHOD, n))
+    return api.explainer_names()
 
 
 # ------------------------------------------------------------------------------------------------------ analysis
 
 
 @dataclass
-class MethodResult:
-    """One method's maps for every view, ``(B, S, S)`` in [0, 1]; or why the method could not run."""
-
-    method: str
-    maps: np.ndarray | None = None
-    error: str | None = None
-
-
-@dataclass
-class ModelResult:
-    key: str
-    name: str
-    fingerprint: str
-    probabilities: list[float]
-    films: list[np.ndarray]  # each view as the model sees it (geometry only), (S, S) in [0, 1]
-    methods: list[MethodResult] = field(default_factory=list)
-
-    @property
-    def study_score(self) -> float:
-        """Mean probability over the views (MURA's study-level rule)."""
-        return float(np.mean(self.probabilities))
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower().replace("+", "p")).strip("-") or "x"
-
-
-@dataclass
 class Analysis:
-    """Everything one request produced; :meth:`files` and :meth:`to_dict` render it for the page and the API."""
+    """Everything one request produced: the uploads and, per model key, what :func:`xray_xai.api.explain_films`
+    returned; :meth:`files` and :meth:`to_dict` render it for the page and the API."""
 
     images: list[dict[str, Any]]
-    models: list[ModelResult]
-    threshold: float = THRESHOLD
+    results: list[tuple[str, Any]]  # (model key, xray_xai.explain.engine.ModelFilms)
+    threshold: float = api.DECISION_THRESHOLD
     created: float = field(default_factory=time.time)
 
     def file_names(self, mi: int, method: str, view: int) -> dict[str, str]:
-        stem = f"{mi + 1}-{_slug(self.models[mi].name)}"
-        base = f"{stem}-{_slug(method)}-view{view + 1}"
-        return {"overlay": f"{base}-overlay.png", "heatmap": f"{base}-heatmap.png"}
+        run = self.results[mi][1]
+        return {kind: f"{mi + 1}-{run.png_name(kind, view, method)}" for kind in ("overlay", "heatmap")}
 
     def film_name(self, mi: int, view: int) -> str:
-        return f"{mi + 1}-{_slug(self.models[mi].name)}-view{view + 1}-film.png"
+        return f"{mi + 1}-{self.results[mi][1].png_name('film', view)}"
 
     def files(self) -> dict[str, bytes]:
         """Every PNG of this result by download name (films, overlays on the film, bare heatmaps)."""
-        from xray_xai.explain.overlays import blend
-
         out: dict[str, bytes] = {}
-        for mi, mres in enumerate(self.models):
-            for vi, film in enumerate(mres.films):
-                out[self.film_name(mi, vi)] = encode_png(film)
-            for meth in mres.methods:
-                if meth.maps is None:
+        for mi, (_, run) in enumerate(self.results):
+            for vi in range(len(run.films)):
+                out[self.film_name(mi, vi)] = run.film_png(vi)
+            for method, result in run.methods.items():
+                if result.error is not None:
                     continue
-                for vi, heat in enumerate(meth.maps):
-                    names = self.file_names(mi, meth.method, vi)
-                    out[names["overlay"]] = encode_png(blend(mres.films[vi], heat))
-                    out[names["heatmap"]] = encode_png(heat)
+                for vi in range(len(run.films)):
+                    names = self.file_names(mi, method, vi)
+                    out[names["overlay"]] = run.overlay_png(method, vi)
+                    out[names["heatmap"]] = run.heatmap_png(method, vi)
         return out
 
     def to_dict(self, link: Callable[[str], str] | None = None, *, maps: bool = False) -> dict[str, Any]:
         """JSON-ready result. ``link`` turns a PNG file name into what the JSON carries for it (a URL, or base64
         data); None leaves PNGs out. ``maps`` adds the raw maps as nested lists (``(S, S)`` floats per view)."""
-        models = []
-        for mi, mres in enumerate(self.models):
-            entry: dict[str, Any] = {
-                "model": mres.key,
-                "name": mres.name,
-                "fingerprint": mres.fingerprint,
-                "probabilities": [round(p, 6) for p in mres.probabilities],
-                "study_score": round(mres.study_score, 6),
-                "prediction": "abnormal" if mres.study_score >= self.threshold else "normal",
-            }
-            if link is not None:
-                entry["films"] = [link(self.film_name(mi, vi)) for vi in range(len(mres.films))]
-            explanations = []
-            for meth in mres.methods:
-                item: dict[str, Any] = {"method": meth.method}
-                if meth.error is not None:
-                    item["error"] = meth.error
-                elif meth.maps is not None:
-                    views = []
-                    for vi in range(len(meth.maps)):
-                        view: dict[str, Any] = {"view": vi}
-                        if link is not None:
-                            names = self.file_names(mi, meth.method, vi)
-                            view["overlay_png"] = link(names["overlay"])
-                            view["heatmap_png"] = link(names["heatmap"])
-                        if maps:
-                            view["map"] = np.round(meth.maps[vi], 4).tolist()
-                        views.append(view)
-                    item["views"] = views
-                explanations.append(item)
-            if mres.methods:
-                entry["explanations"] = explanations
-            models.append(entry)
         return {
             "images": self.images,
             "n_views": len(self.images),
             "threshold": self.threshold,
-            "results": models,
+            "results": [self._model_dict(mi, link, maps) for mi in range(len(self.results))],
         }
 
+    def _model_dict(self, mi: int, link: Callable[[str], str] | None, maps: bool) -> dict[str, Any]:
+        key, run = self.results[mi]
+        entry: dict[str, Any] = {
+            "model": key,
+            "name": run.name,
+            "fingerprint": run.fingerprint,
+            "probabilities": [round(float(p), 6) for p in run.probabilities],
+            "study_score": round(run.study_probability, 6),
+            "prediction": run.prediction,
+        }
+        if link is not None:
+            entry["films"] = [link(self.film_name(mi, vi)) for vi in range(len(run.films))]
+        if run.methods:
+            entry["explanations"] = [self._method_dict(mi, m, link, maps) for m in run.methods]
+        return entry
 
-def encode_png(array: np.ndarray) -> bytes:
-    """A gray ``(H, W)`` or RGB ``(H, W, 3)`` float array in [0, 1] as 8-bit PNG bytes."""
-    from PIL import Image
-
-    arr = np.rint(np.clip(np.nan_to_num(np.asarray(array, dtype=np.float32)), 0.0, 1.0) * 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def png_data_uri(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-
-
-def _batch(films: Sequence[Film], model: Model) -> tuple[torch.Tensor, list[np.ndarray]]:
-    import torch
-
-    from xray_xai.data.preprocessing import geometry, to_tensor
-
-    pre = model.preprocessing
-    tensors = [to_tensor(f.image, pre) for f in films]
-    return torch.stack(tensors), [geometry(f.image, pre) for f in films]
-
-
-def _device(model: Model) -> Any:
-    params = getattr(model, "parameters", None)
-    if callable(params):
-        for p in params():
-            return p.device
-    return None
-
-
-def _oneline(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
+    def _method_dict(self, mi: int, method: str, link: Callable[[str], str] | None, maps: bool) -> dict[str, Any]:
+        run = self.results[mi][1]
+        result = run.methods[method]
+        item: dict[str, Any] = {"method": method}
+        if result.error is not None:
+            item["error"] = result.error
+            return item
+        views = []
+        for vi in range(len(run.films)):
+            view: dict[str, Any] = {"view": vi}
+            if link is not None:
+                names = self.file_names(mi, method, vi)
+                view["overlay_png"] = link(names["overlay"])
+                view["heatmap_png"] = link(names["heatmap"])
+            if maps:
+                view["map"] = np.round(run.heatmap(method, vi), 4).tolist()
+            views.append(view)
+        item["views"] = views
+        return item
 
 
 def analyse(
@@ -381,53 +296,33 @@ def analyse(
     methods: Sequence[str] = (),
     *,
     seed: int = 0,
-    threshold: float = THRESHOLD,
+    threshold: float = api.DECISION_THRESHOLD,
 ) -> Analysis:
     """Probabilities of every film under each model (and the study score, their mean), plus heatmaps for
     ``methods``. A method that cannot explain a model (missing capability) is reported in its result, not raised."""
-    import torch
-
-    from xray_xai.explain.service import make_explainer
-    from xray_xai.sdk.registry import explainers
-
     keys = list(dict.fromkeys(model_keys))
     if not keys:
         raise RequestError("no model chosen")
     meths = list(dict.fromkeys(methods))
-    known = set(explainers.names())
+    known = explainer_names()
     for m in meths:
         if m not in known:
             raise RequestError(f"unknown explanation method {m!r} (offered: {', '.join(sorted(known))})")
     resolved = [(k, *cache.get(k)) for k in keys]  # all unknown keys fail before any work is done
-
+    images = [f.image for f in films]
+    names = [f.name for f in films]
     results = []
     for key, model, lock in resolved:
-        x, geo = _batch(films, model)
-        dev = _device(model)
-        if dev is not None:
-            x = x.to(dev)
-        fp = getattr(model, "fingerprint", None)
-        mres = ModelResult(key, model.name or key, str(fp()) if callable(fp) else "", [], geo)
         with lock:
-            with torch.no_grad():
-                probs = model.predict_proba(x)
-            mres.probabilities = [float(p) for p in probs.detach().cpu().reshape(-1)]
-            for method in meths:
-                explainer = make_explainer(method, seed=seed)
-                try:
-                    explainer.check_model(model)
-                    exp = explainer.explain(model, x, "abnormal")
-                except XrayXaiError as exc:
-                    mres.methods.append(MethodResult(method, error=_oneline(exc)))
-                    continue
-                maps = np.clip(np.nan_to_num(np.asarray(exp.maps, dtype=np.float32)), 0.0, 1.0)
-                mres.methods.append(MethodResult(method, maps=maps))
-        results.append(mres)
-    images = [
+            (run,) = api.explain_films(
+                images, model, meths, names=names, seed=seed, predict=True, keep_errors=True, threshold=threshold
+            )
+        results.append((key, run))
+    shapes = [
         {"index": i, "name": f.name, "height": int(f.image.shape[0]), "width": int(f.image.shape[1])}
         for i, f in enumerate(films)
     ]
-    return Analysis(images, results, threshold)
+    return Analysis(shapes, results, threshold)
 
 
 # ---------------------------------------------------------------------------------------------------- result cache
