@@ -16,7 +16,7 @@ from xray_xai import api
 from xray_xai.defaults import DECISION_THRESHOLD, DEFAULT_METHOD
 from xray_xai.errors import PluginError
 from xray_xai.explain import overlays
-from xray_xai.explain.engine import explain_films, method_list, model_labels
+from xray_xai.explain.engine import method_list, model_labels
 from xray_xai.explain.service import explain
 from xray_xai.report.html import overlay_png
 from xray_xai.testing.explainers import LinearModel, tiny_convnet
