@@ -280,7 +280,7 @@ def test_cli_audit_on_a_stored_model_and_an_unlabelled_folder(registered: None, 
 
 
 def test_channels_last_predictor_matches_and_leaves_the_model_alone() -> None:
-    from xray_xai.audit.service import _predict_fn
+    from xray_xai.audit.scoring import predict_fn as _predict_fn
 
     torch.manual_seed(0)
     model = TinyGap().eval()
