@@ -280,7 +280,7 @@ def test_cli_audit_on_a_stored_model_and_an_unlabelled_folder(registered: None, 
 
 
 def test_channels_last_predictor_matches_and_leaves_the_model_alone() -> None:
-    from xray_xai.audit.service import _predict_fn
+    from xray_xai.audit.scoring import predict_fn as _predict_fn
 
     torch.manual_seed(0)
     model = TinyGap().eval()
@@ -288,3 +288,52 @@ def test_channels_last_predictor_matches_and_leaves_the_model_alone() -> None:
     fast = _predict_fn(model, channels_last=True)(x)
     assert torch.allclose(fast, model.predict_proba(x), atol=1e-6)
     assert model.conv1.weight.is_contiguous()  # the caller's model keeps its memory format
+
+
+def test_audit_steps_run_alone_give_the_audit_numbers(tiny_data: TinyData, registered: None) -> None:
+    # the controls, the pair scoring and the sanity cascade are separate steps: run one by one they give exactly
+    # what audit_records reports for the same pair
+    from xray_xai.audit.sanity import sanity_cascade
+    from xray_xai.audit.scoring import (
+        AuditSettings,
+        explain_maps,
+        model_context,
+        score_controls,
+        score_maps,
+        summarize_faithfulness,
+    )
+    from xray_xai.audit.service import audit_records, prepare_inputs
+
+    torch.manual_seed(0)
+    model = TinyGap().eval()
+    records = [r for r in tiny_data.records() if r.path.name != "broken.png"]
+    kw: dict[str, Any] = {"steps": 3, "grid": 8, "n_boot": 20, "sanity_stages": 2, "sanity_n": 3, "seed": 4}
+    whole = audit_records([model], [InputGradient.name], records, progress=False, **kw)
+    (pair,) = whole["pairs"]
+
+    settings = AuditSettings(**kw)
+    ctx = model_context(model, prepare_inputs(records, model.preprocessing), settings)
+    random_faith, controls = score_controls(ctx, settings.control_faithfulness)
+    assert summarize_faithfulness(random_faith, ctx) == whole["models"]["tiny-gap-audit"]["random_order"]
+    assert controls == whole["models"]["tiny-gap-audit"]["controls"]
+    explainer = InputGradient()
+    maps = explain_maps(explainer, model, ctx.inputs.images, settings.batch_size)
+    scored = score_maps(ctx, maps)
+    assert scored.localisation == pair["localisation"] and scored.shortcuts == pair["shortcuts"]
+    faith = summarize_faithfulness(scored.faithfulness, ctx)
+    assert faith == {k: pair["faithfulness"][k] for k in ("deletion_auc", "insertion_auc")}
+    sanity = sanity_cascade(explainer, model, ctx.inputs.images, maps, settings)
+    assert sanity.summary == pair["sanity"]
+    assert sanity.randomized_maps is not None and sanity.randomized_maps.shape == maps.shape
+
+
+def test_sanity_cascade_is_not_applicable_without_torch_parameters(tiny_data: TinyData) -> None:
+    from xray_xai.audit.sanity import sanity_cascade
+    from xray_xai.audit.scoring import AuditSettings
+
+    class NoWeights:
+        name = "no-weights"
+
+    maps = np.zeros((2, SIZE, SIZE), np.float32)
+    result = sanity_cascade(object(), NoWeights(), torch.zeros(2, 3, SIZE, SIZE), maps, AuditSettings())  # type: ignore[arg-type]
+    assert result.summary["status"] == "not applicable" and result.randomized_maps is None

@@ -30,7 +30,12 @@ class _Text(HTMLParser):
 
 def test_demo_quick_end_to_end_then_readme_commands(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    summary = demo(out, config=DemoConfig.quick(), progress=False)
+    said: list[str] = []
+    summary = demo(out, config=DemoConfig.quick(), progress=False, log=said.append)
+    # the eight steps, announced in order and each timed
+    assert [line.split("] ")[0] for line in said] == [f"[{i}/8" for i in range(1, 9)]
+    assert said[0].endswith("synthetic phantoms") and said[-1].endswith("write the report")
+    assert list(summary["seconds"]) == [line.split("] ", 1)[1] for line in said]
 
     report = Path(summary["report"])
     parser = _Text()

@@ -324,3 +324,32 @@ def test_backend_ray_without_ray_is_one_line(tmp_path, monkeypatch):
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and 'pip install "xray-xai[ray]"' in lines[0]
+
+
+def test_ray_backend_uses_only_public_helpers_of_other_modules() -> None:
+    # the Ray backend selects films, builds clusterers and embeds batches with the local service's own functions:
+    # those must be public (documented) in the module that owns them, not private names reached into
+    import ast
+
+    import xray_xai.scale.ray as ray_backend
+
+    tree = ast.parse(Path(ray_backend.__file__).read_text(encoding="utf-8"))
+    private = [
+        f"{node.module}.{alias.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("xray_xai")
+        for alias in node.names
+        if alias.name.startswith("_") and alias.name != "__version__"
+    ]
+    assert private == []
+
+
+def test_cluster_commands_default_to_the_shared_decision_threshold() -> None:
+    import inspect
+
+    from xray_xai.cluster.service import cluster
+    from xray_xai.defaults import DECISION_THRESHOLD
+    from xray_xai.scale.ray import cluster_command
+
+    for fn in (cluster, cluster_command):
+        assert inspect.signature(fn).parameters["threshold"].default == DECISION_THRESHOLD

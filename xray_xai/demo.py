@@ -60,94 +60,27 @@ def demo(
     """Run the pipeline into ``out`` and return a summary (paths, metrics, timings); ``out/report/report.html``
     is the report. Refuses a non-empty ``out`` that is not an earlier demo folder, so nothing of the user's is
     overwritten."""
-    from xray_xai.audit import service as audit_service
-    from xray_xai.cluster import service as clustering
-    from xray_xai.data import datasets as data
-    from xray_xai.explain import service as explain_service
-    from xray_xai.models import evaluation, training
     from xray_xai.report import html as report
 
     cfg = config or DemoConfig()
-    say = log or (lambda _msg: None)
     out = Path(out)
     marker = out / "demo.json"
     if out.exists() and any(out.iterdir()) and not marker.exists():
         raise DataError(out, "folder is not empty and holds no earlier demo (demo.json); choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-
-    def step(name: str, fn: Callable[[], Any]) -> Any:
-        say(f"[{len(timings) + 1}/8] {name}")
-        start = time.perf_counter()
-        result = fn()
-        timings[name] = round(time.perf_counter() - start, 2)
-        return result
-
-    phantoms = out / "phantoms"
-    step(
-        "synthetic phantoms",
-        lambda: data.synth(
-            phantoms,
-            cfg.n_studies,
-            seed=cfg.seed,
-            image_size=cfg.image_size,
-            difficulty=cfg.difficulty,
-            overwrite=True,
-            progress=progress,
-        ),
-    )
-    main = step(
-        f"fine-tune {cfg.main_model} (ImageNet-pretrained)",
-        lambda: training.train(
-            cfg.main_model, phantoms, epochs=cfg.epochs, batch_size=cfg.batch_size, image_size=cfg.image_size,
-            optimizer="adam", lr=cfg.lr, loss="weighted-bce", seed=cfg.seed, pretrained=True,
-            out_dir=out / "runs" / cfg.main_model, progress=progress, early_stop=cfg.epochs,
-        ),
-    )  # fmt: skip
-    dense = step(
-        "train densenet-full from scratch (reduced size)",
-        lambda: training.train(
-            "densenet-full", phantoms, epochs=cfg.densenet_epochs, batch_size=cfg.batch_size,
-            image_size=cfg.densenet_size, optimizer="adam", loss="weighted-bce", seed=cfg.seed, pretrained=False,
-            out_dir=out / "runs" / "densenet-full", progress=progress, early_stop=cfg.densenet_epochs,
-        ),
-    )  # fmt: skip
-    evaluation_result = step(
-        "evaluate on the held-out split",
-        lambda: evaluation.evaluate(
-            main.checkpoint, phantoms, split="test", bootstrap=cfg.bootstrap, seed=cfg.seed,
-            out_dir=out / "evaluation", progress=progress,
-        ),
-    )  # fmt: skip
-    explained = step(
-        "explain (" + ", ".join(cfg.methods) + ")",
-        lambda: explain_service.explain(
-            [main.checkpoint], list(cfg.methods), records=_abnormal_test_films(phantoms, cfg.n_explain),
-            out=out / "explanations", seed=cfg.seed, show_progress=progress,
-        ),
-    )  # fmt: skip
-    audited = step(
-        "audit faithfulness, sanity and localisation",
-        lambda: audit_service.audit(
-            [str(main.checkpoint)], list(cfg.methods), phantoms, split="test", n=cfg.n_audit, seed=cfg.seed,
-            steps=cfg.audit_steps, out_dir=out / "report", progress=progress,
-        ),
-    )  # fmt: skip
-    clustered = step(
-        f"cluster features of abnormal predictions (k={cfg.k})",
-        lambda: clustering.cluster(
-            str(main.checkpoint), phantoms, k=cfg.k, splits=("train", "test"), out_dir=out / "clusters",
-            seed=cfg.seed, json=True, progress=progress,
-        ),
-    )  # fmt: skip
-    html = step(
+    steps = _Steps(log or (lambda _msg: None))
+    phantoms = _synthesise(steps, cfg, out, progress)
+    main, dense = _train(steps, cfg, phantoms, out, progress)
+    results = _analyse(steps, cfg, phantoms, out, main.checkpoint, progress)
+    html = steps.run(
         "write the report",
         lambda: report.write_report(
-            out / "report", audit=audited, evaluation=evaluation_result, clustering=clustered,
-            title="xray-xai demo: EfficientNet-Lite0 on synthetic phantoms",
+            out / "report", audit=results["audit"], evaluation=results["evaluation"],
+            clustering=results["clustering"], title="xray-xai demo: EfficientNet-Lite0 on synthetic phantoms",
         ),
     )  # fmt: skip
     example = next(iter(sorted((phantoms / "MURA-v1.1" / "valid").rglob("image*.png"))), None)
+    evaluation_result = results["evaluation"]
     summary = {
         "out": str(out),
         "report": str(html),
@@ -157,14 +90,111 @@ def demo(
             "image": evaluation_result.get("image", {}).get("overall"),
             "study": evaluation_result.get("study", {}).get("overall"),
         },
-        "explanations": str(explained.index or explained.out),
+        "explanations": str(results["explain"].index or results["explain"].out),
         "example_image": str(example) if example else None,
-        "seconds": timings,
-        "total_seconds": round(sum(timings.values()), 1),
+        "seconds": steps.timings,
+        "total_seconds": round(sum(steps.timings.values()), 1),
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
     }
     atomic_write_json(marker, summary)
     return summary
+
+
+class _Steps:
+    """Runs the demo's steps in order, announcing each (``[i/8] name``) and timing it."""
+
+    total = 8
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self.timings: dict[str, float] = {}
+
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        self.say(f"[{len(self.timings) + 1}/{self.total}] {name}")
+        start = time.perf_counter()
+        result = fn()
+        self.timings[name] = round(time.perf_counter() - start, 2)
+        return result
+
+
+def _synthesise(steps: _Steps, cfg: DemoConfig, out: Path, progress: bool) -> Path:
+    """Step 1: the synthetic phantoms (a MURA-layout data set with masks) under ``out/phantoms``."""
+    from xray_xai.data import datasets as data
+
+    phantoms = out / "phantoms"
+    steps.run(
+        "synthetic phantoms",
+        lambda: data.synth(
+            phantoms, cfg.n_studies, seed=cfg.seed, image_size=cfg.image_size, difficulty=cfg.difficulty,
+            overwrite=True, progress=progress,
+        ),
+    )  # fmt: skip
+    return phantoms
+
+
+def _train(steps: _Steps, cfg: DemoConfig, phantoms: Path, out: Path, progress: bool) -> tuple[Any, Any]:
+    """Steps 2-3: fine-tune the main model (ImageNet-pretrained), then densenet-full from scratch at a reduced size;
+    both go to the model store."""
+    from xray_xai.models import training
+
+    main = steps.run(
+        f"fine-tune {cfg.main_model} (ImageNet-pretrained)",
+        lambda: training.train(
+            cfg.main_model, phantoms, epochs=cfg.epochs, batch_size=cfg.batch_size, image_size=cfg.image_size,
+            optimizer="adam", lr=cfg.lr, loss="weighted-bce", seed=cfg.seed, pretrained=True,
+            out_dir=out / "runs" / cfg.main_model, progress=progress, early_stop=cfg.epochs,
+        ),
+    )  # fmt: skip
+    dense = steps.run(
+        "train densenet-full from scratch (reduced size)",
+        lambda: training.train(
+            "densenet-full", phantoms, epochs=cfg.densenet_epochs, batch_size=cfg.batch_size,
+            image_size=cfg.densenet_size, optimizer="adam", loss="weighted-bce", seed=cfg.seed, pretrained=False,
+            out_dir=out / "runs" / "densenet-full", progress=progress, early_stop=cfg.densenet_epochs,
+        ),
+    )  # fmt: skip
+    return main, dense
+
+
+def _analyse(
+    steps: _Steps, cfg: DemoConfig, phantoms: Path, out: Path, checkpoint: Path, progress: bool
+) -> dict[str, Any]:
+    """Steps 4-7 on the main model: evaluate, explain, audit, cluster; their results by name."""
+    from xray_xai.audit import service as audit_service
+    from xray_xai.cluster import service as clustering
+    from xray_xai.explain import service as explain_service
+    from xray_xai.models import evaluation
+
+    results: dict[str, Any] = {}
+    results["evaluation"] = steps.run(
+        "evaluate on the held-out split",
+        lambda: evaluation.evaluate(
+            checkpoint, phantoms, split="test", bootstrap=cfg.bootstrap, seed=cfg.seed,
+            out_dir=out / "evaluation", progress=progress,
+        ),
+    )  # fmt: skip
+    results["explain"] = steps.run(
+        "explain (" + ", ".join(cfg.methods) + ")",
+        lambda: explain_service.explain(
+            [checkpoint], list(cfg.methods), records=_abnormal_test_films(phantoms, cfg.n_explain),
+            out=out / "explanations", seed=cfg.seed, show_progress=progress,
+        ),
+    )  # fmt: skip
+    results["audit"] = steps.run(
+        "audit faithfulness, sanity and localisation",
+        lambda: audit_service.audit(
+            [str(checkpoint)], list(cfg.methods), phantoms, split="test", n=cfg.n_audit, seed=cfg.seed,
+            steps=cfg.audit_steps, out_dir=out / "report", progress=progress,
+        ),
+    )  # fmt: skip
+    results["clustering"] = steps.run(
+        f"cluster features of abnormal predictions (k={cfg.k})",
+        lambda: clustering.cluster(
+            str(checkpoint), phantoms, k=cfg.k, splits=("train", "test"), out_dir=out / "clusters",
+            seed=cfg.seed, json=True, progress=progress,
+        ),
+    )  # fmt: skip
+    return results
 
 
 def _abnormal_test_films(root: Path, n: int) -> list[Any]:

@@ -178,20 +178,7 @@ def faithfulness_curves(
     g = max(1, int(grid))
     gh, gw = -(-h // g), -(-w // g)
     n_cells = gh * gw
-    if orders is None:
-        if maps is None:
-            ranks = random_orders(b, n_cells, seed)
-        else:
-            maps = np.asarray(maps, dtype=np.float32)
-            if maps.shape != (b, h, w):
-                raise ValueError(f"maps have shape {maps.shape}, expected {(b, h, w)}")
-            scores, _ = _cell_scores(maps, g)
-            # stable sort on the negated score: ties keep raster order, so equal maps give equal curves
-            ranks = np.argsort(-scores, axis=1, kind="stable").argsort(axis=1)
-    else:
-        ranks = np.asarray(orders)
-        if ranks.shape != (b, n_cells):
-            raise ValueError(f"orders have shape {ranks.shape}, expected {(b, n_cells)}")
+    ranks = _cell_ranks(maps, orders, (b, h, w), g, n_cells, seed)
     pixel_cell = ((np.arange(h) // g)[:, None] * gw + (np.arange(w) // g)[None, :]).ravel()
     counts = np.round(np.arange(steps + 1) / steps * n_cells).astype(np.int64)
     fractions = counts / n_cells
@@ -223,17 +210,61 @@ def faithfulness_curves(
             else:
                 curve[:, 0], curve[:, -1] = starts, ends
                 on, off = images, base  # changed pixels are revealed
-            for j in range(0, len(jobs), batch_size):
-                chunk = jobs[j : j + batch_size]
-                # one broadcast per image in the chunk (rows are image-major): no gather of whole images
-                starts_at = np.flatnonzero(np.r_[True, chunk[1:, 0] != chunk[:-1, 0]])
-                for a, z in zip(starts_at, np.r_[starts_at[1:], len(chunk)], strict=True):
-                    i = int(chunk[a, 0])
-                    changed = pix_rank[i : i + 1] < thresholds[torch.from_numpy(chunk[a:z, 1])].view(-1, 1, 1, 1)
-                    torch.where(changed, on[i : i + 1], off[i : i + 1], out=buf[a:z])
-                curve[chunk[:, 0], chunk[:, 1]] = run(buf[: len(chunk)])
+            _fill_curve(curve, run, jobs, (on, off), pix_rank, thresholds, buf, batch_size)
             result.curves[kind] = curve
     return result
+
+
+def _cell_ranks(
+    maps: np.ndarray | None,
+    orders: np.ndarray | None,
+    shape: tuple[int, int, int],
+    g: int,
+    n_cells: int,
+    seed: int,
+) -> np.ndarray:
+    """The rank of each cell ``(B, n_cells)`` (0 = changed first): by decreasing mean importance in ``maps``, as
+    given in ``orders``, or seeded random when both are None."""
+    b, h, w = shape
+    if orders is not None:
+        ranks = np.asarray(orders)
+        if ranks.shape != (b, n_cells):
+            raise ValueError(f"orders have shape {ranks.shape}, expected {(b, n_cells)}")
+        return ranks
+    if maps is None:
+        return random_orders(b, n_cells, seed)
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.shape != (b, h, w):
+        raise ValueError(f"maps have shape {maps.shape}, expected {(b, h, w)}")
+    scores, _ = _cell_scores(maps, g)
+    # stable sort on the negated score: ties keep raster order, so equal maps give equal curves
+    return np.argsort(-scores, axis=1, kind="stable").argsort(axis=1)
+
+
+def _fill_curve(
+    curve: np.ndarray,
+    run: Callable[[torch.Tensor], np.ndarray],
+    jobs: np.ndarray,
+    on_off: tuple[torch.Tensor, torch.Tensor],
+    pix_rank: torch.Tensor,
+    thresholds: torch.Tensor,
+    buf: torch.Tensor,
+    batch_size: int,
+) -> None:
+    """Fill the interior steps of ``curve`` (``(B, S+1)``): for every (image, step) job, pixels whose cell rank is
+    below the step's count take ``on``, the others ``off``; evaluated in chunks of ``batch_size`` through ``buf``."""
+    import torch
+
+    on, off = on_off
+    for j in range(0, len(jobs), batch_size):
+        chunk = jobs[j : j + batch_size]
+        # one broadcast per image in the chunk (rows are image-major): no gather of whole images
+        starts_at = np.flatnonzero(np.r_[True, chunk[1:, 0] != chunk[:-1, 0]])
+        for a, z in zip(starts_at, np.r_[starts_at[1:], len(chunk)], strict=True):
+            i = int(chunk[a, 0])
+            changed = pix_rank[i : i + 1] < thresholds[torch.from_numpy(chunk[a:z, 1])].view(-1, 1, 1, 1)
+            torch.where(changed, on[i : i + 1], off[i : i + 1], out=buf[a:z])
+        curve[chunk[:, 0], chunk[:, 1]] = run(buf[: len(chunk)])
 
 
 def curve_error(

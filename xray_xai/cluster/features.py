@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from xray_xai._util.device import model_device
 from xray_xai.errors import XrayXaiError
 from xray_xai.sdk.interfaces import Model, Problem, Record
 
@@ -39,6 +40,7 @@ __all__ = [
     "default_cache_dir",
     "extract_explanation_features",
     "extract_features",
+    "feature_batch_fn",
     "model_fingerprint",
 ]
 
@@ -274,20 +276,15 @@ def _run(
     return fs
 
 
-def _device_of(model: Any) -> Any:
-    try:
-        return next(model.parameters()).device
-    except (AttributeError, StopIteration, TypeError):
-        return None
-
-
-def _feature_batch_fn(model: Model) -> BatchFn:
-    """One forward pass giving features and probabilities (torch models with the standard head), else two calls."""
+def feature_batch_fn(model: Model) -> BatchFn:
+    """A function from a preprocessed batch ``(N, C, S, S)`` to ``(features (N, D), p(abnormal) (N,))`` as float32
+    numpy arrays, moved to the model's device first: one forward pass for torch models with the standard head,
+    else two calls (``features`` and ``predict_proba``). Used by :func:`extract_features` and the Ray backend."""
     import torch
 
     from xray_xai.sdk.torch_model import TorchModel
 
-    device = _device_of(model)
+    device = model_device(model)
     single_pass = isinstance(model, TorchModel) and type(model).forward is TorchModel.forward
 
     @torch.inference_mode()
@@ -326,7 +323,7 @@ def extract_features(
     return _run(
         model,
         records,
-        _feature_batch_fn(model),
+        feature_batch_fn(model),
         kind="features",
         extra={},
         batch_size=batch_size,
@@ -365,7 +362,7 @@ def extract_explanation_features(
         raise XrayXaiError(f"grid must be at least 1, got {grid}")
 
     def run(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        device = _device_of(model)
+        device = model_device(model)
         if device is not None:
             x = x.to(device)
         e = exp.explain(model, x)

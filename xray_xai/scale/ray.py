@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from xray_xai.defaults import DECISION_THRESHOLD
 from xray_xai.errors import PluginError, XrayXaiError
 from xray_xai.sdk.interfaces import Model, Problem, Record
 
@@ -129,14 +130,14 @@ class FeatureActor(_ModelActor):
     :func:`xray_xai.cluster.features.extract_features`)."""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from xray_xai.cluster.features import _feature_batch_fn
+        from xray_xai.cluster.features import feature_batch_fn
 
         x, ok, problems = self._batch(batch)
         n = len(ok)
         feats: np.ndarray | None = None
         probs = np.full(n, np.nan, dtype=np.float32)
         if x is not None:
-            f, p = _feature_batch_fn(self.model)(x)
+            f, p = feature_batch_fn(self.model)(x)
             feats = np.zeros((n, f.shape[1]), dtype=np.float32)
             feats[ok] = f
             probs[ok] = p
@@ -329,6 +330,46 @@ def _tensor_column(col: Any) -> np.ndarray:
     return arr.reshape(len(col), -1).astype(np.float32, copy=False)
 
 
+def _selected_features(npy: Path, select: np.ndarray, sel_path: Path, in_memory_limit: int) -> tuple[Any, bool]:
+    """The rows of ``npy`` that ``select`` keeps, and whether they are streamed from disk: in memory when the matrix
+    fits ``in_memory_limit`` bytes, else memory-mapped (the whole file, or a copy of the selected rows at
+    ``sel_path``)."""
+    X: Any = np.load(npy, mmap_mode="r")
+    streamed = X.nbytes > in_memory_limit
+    if select.all() and streamed:
+        return X, True  # stream straight from the map
+    if not streamed:
+        return np.asarray(X[select], dtype=np.float32), False
+    n_sel = int(select.sum())
+    mm = np.lib.format.open_memmap(str(sel_path), mode="w+", dtype=np.float32, shape=(n_sel, X.shape[1]))
+    idx = np.flatnonzero(select)
+    for s in range(0, n_sel, 65536):
+        mm[s : s + 65536] = X[idx[s : s + 65536]]
+    mm.flush()
+    del mm
+    return np.load(sel_path, mmap_mode="r"), True
+
+
+def _write_assignments(path: Path, records: Sequence[Record], probs: np.ndarray, labels: np.ndarray) -> Path:
+    """``assignments.parquet``: ``index``, ``path``, ``probability``, ``cluster`` per record (atomically)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from xray_xai._util.fsutil import atomic_path
+
+    table = pa.table(
+        {
+            "index": np.arange(len(records), dtype=np.int64),
+            "path": [str(r.path) for r in records],
+            "probability": probs,
+            "cluster": labels,
+        }
+    )
+    with atomic_path(path, suffix=".parquet.tmp") as tmp:
+        pq.write_table(table, str(tmp))
+    return path
+
+
 def cluster_ray(
     model: Model | str | Path,
     records: Sequence[Record],
@@ -350,11 +391,7 @@ def cluster_ray(
     ``probability``, ``cluster``); returns a summary with ``labels`` (cluster per selected film, -1 for films not
     selected or unreadable, in record order).
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from xray_xai._util.fsutil import atomic_path
-    from xray_xai.cluster.service import _make_clusterer
+    from xray_xai.cluster.service import make_clusterer
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -365,37 +402,14 @@ def cluster_ray(
     kept, probs = gather_features(out / "features", npy, len(records))
     select = kept & (probs >= threshold if threshold is not None else True)
     n_sel = int(select.sum())
-    X: Any = np.load(npy, mmap_mode="r")
-    streamed = X.nbytes > in_memory_limit
-    if select.all() and streamed:
-        data: Any = X  # stream straight from the map
-    elif streamed:
-        sel_path = out / "features_selected.npy"
-        mm = np.lib.format.open_memmap(str(sel_path), mode="w+", dtype=np.float32, shape=(n_sel, X.shape[1]))
-        idx = np.flatnonzero(select)
-        for s in range(0, n_sel, 65536):
-            mm[s : s + 65536] = X[idx[s : s + 65536]]
-        mm.flush()
-        del mm
-        data = np.load(sel_path, mmap_mode="r")
-    else:
-        data = np.asarray(X[select], dtype=np.float32)
+    data, streamed = _selected_features(npy, select, out / "features_selected.npy", in_memory_limit)
     t0 = time.perf_counter()
-    est = _make_clusterer(method, k, seed, params)
+    est = make_clusterer(method, k, seed, params)
     est.fit(data)
     fit_seconds = time.perf_counter() - t0
     labels = np.full(len(records), -1, dtype=np.int64)
     labels[select] = np.asarray(est.labels_, dtype=np.int64)
-    table = pa.table(
-        {
-            "index": np.arange(len(records), dtype=np.int64),
-            "path": [str(r.path) for r in records],
-            "probability": probs,
-            "cluster": labels,
-        }
-    )
-    with atomic_path(out / "assignments.parquet", suffix=".parquet.tmp") as tmp:
-        pq.write_table(table, str(tmp))
+    _write_assignments(out / "assignments.parquet", records, probs, labels)
     summary.update(
         {
             "out": str(out),
@@ -476,7 +490,7 @@ def cluster_command(
     k: int = 4,
     method: str = "pca-kmeans",
     splits: Sequence[str] = ("train", "test"),
-    threshold: float | None = 0.5,
+    threshold: float | None = DECISION_THRESHOLD,
     region: str | None = None,
     out_dir: str | Path | None = None,
     seed: int = 0,
@@ -487,12 +501,12 @@ def cluster_command(
 ) -> dict[str, Any]:
     """``xray-xai cluster --backend ray``: the local service's film selection, features embedded on Ray, streaming
     clustering on the driver; ``assignments.parquet`` under ``out_dir``. Returns a JSON-ready summary."""
-    from xray_xai.cluster.service import _default_out, _open, _select_records
+    from xray_xai.cluster.service import default_out_dir, open_data, select_records
 
-    ds = _open(data_root, dataset)
-    records = _select_records(ds, splits, region)
+    ds = open_data(data_root, dataset)
+    records = select_records(ds, splits, region)
     name = str(model) if isinstance(model, (str, Path)) else getattr(model, "name", "model")
-    out = Path(out_dir) if out_dir is not None else _default_out(Path(name).stem)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(Path(name).stem)
     init_ray(address)
     res = cluster_ray(
         model, records, out, k=k, method=method, params=method_params, seed=seed, threshold=threshold,
