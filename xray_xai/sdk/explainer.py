@@ -336,7 +336,7 @@ class TorchExplainer(Explainer):
         import torch
         from torch import nn
 
-        members: list[Model] = list(model.members)  # type: ignore[attr-defined]
+        members: list[Model] = list(model.members)
         for member in members:
             self.check_model(member)
         parts = [self.explain(member, images, target) for member in members]

@@ -143,7 +143,7 @@ def check_explainer(explainer_cls: type[Explainer], model: Model, images: torch.
         assert not images.requires_grad, f"{name}: explain() left requires_grad on the input"
         with torch.no_grad():
             if is_module:
-                model.eval()  # type: ignore[attr-defined]
+                model.eval()
             expected = model.predict_proba(images).cpu().numpy()
             if is_module:
                 model.train()  # type: ignore[attr-defined]
@@ -186,4 +186,4 @@ def check_explainer(explainer_cls: type[Explainer], model: Model, images: torch.
         for p in params:
             p.requires_grad_(True)
         if is_module:
-            model.eval()  # type: ignore[attr-defined]
+            model.eval()
