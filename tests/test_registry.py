@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -274,10 +275,13 @@ def test_example_third_party_plugin_installs_and_is_listed(tmp_path: Path) -> No
     )
     code = (
         "import json, xray_xai;"
+        "from xray_xai.testing.explainers import check_explainer, tiny_convnet;"
         "cls = xray_xai.get_explainer('input-x-gradient');"
+        "check_explainer(cls, tiny_convnet());"  # the shipped contract check, on the plugin as installed
         "print(json.dumps([cls.__module__, cls.tags.needs_gradients]))"
     )
-    env = {**__import__("os").environ, "PYTHONPATH": str(target)}
+    paths = [str(target), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env)
     assert json.loads(out.stdout) == ["xray_xai_example.explainer", True]
     listing = subprocess.run(
