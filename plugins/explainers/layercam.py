@@ -38,6 +38,7 @@ from xray_xai.sdk import (
     activations_and_gradients_at,
     capture_layers,
     fuse_maps,
+    gaussian_blur,
     layers_at_strides,
     parse_layers,
     parse_strides,
@@ -57,6 +58,10 @@ __all__ = [
     "resolve_layer",
     "stage_layers",
 ]
+
+
+#: the blur's old private name, still imported by benchmarks/localisation.py (the SDK's ``gaussian_blur`` now)
+_gaussian_blur = gaussian_blur
 
 
 def layercam_maps(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
