@@ -106,7 +106,7 @@ def test_ensemble_mean_saved_and_loaded_through_the_store(tmp_path: Path) -> Non
 
     a, b = _cnn(0), _cnn(1)
     pa, pb = save_model(a, tmp_path / "a"), save_model(b, tmp_path / "b")
-    ens = EnsembleMean([str(pa), str(pb)])
+    ens = EnsembleMean([str(pa), str(pb)], load_member=load_model)
     assert ens.member_paths() == [str(pa / "model.safetensors"), str(pb / "model.safetensors")]
     ckpt = save_model(ens, tmp_path / "ens", metadata={"members": ens.member_names})
     back = load_model(ckpt)
@@ -114,3 +114,34 @@ def test_ensemble_mean_saved_and_loaded_through_the_store(tmp_path: Path) -> Non
     x = torch.rand(2, 1, 16, 16)
     assert torch.allclose(back.predict_proba(x), ens.predict_proba(x))
     assert back.fingerprint() == ens.fingerprint()
+
+
+def test_members_by_name_need_a_loader_and_the_plugin_never_imports_the_store(tmp_path: Path) -> None:
+    """Plugins import only the SDK and the ground floor: the store hands its loader to from_sidecar."""
+    with pytest.raises(PluginError, match="load_member"):
+        EnsembleMean(["densenet-full", "cnn-small"])
+    loaded: list[str] = []
+
+    def loader(name: str) -> Model:
+        loaded.append(name)
+        return Fixed(0.25)
+
+    ens = EnsembleCalibrated(["m1", "m2"], routes={"hand": "m3"}, load_member=loader)
+    assert loaded == ["m1", "m2", "m3"]
+    assert ens.config() == {"members": ["m1", "m2"], "member_names": ["m1", "m2"], "routes": {"hand": "m3"}}
+    assert "load_member" not in ens.config()  # the loader is not an option to save
+    back = EnsembleCalibrated.from_sidecar({"config": ens.config()}, tmp_path / "w", load_member=loader)
+    assert isinstance(back, EnsembleCalibrated) and loaded[3:] == ["m1", "m2", "m3"]
+
+
+def test_calibrated_ensemble_round_trips_through_the_store(tmp_path: Path) -> None:
+    from xray_xai.models.store import load_model, save_model
+
+    a, b, hand = _cnn(0), _cnn(1), _cnn(2)
+    pa, pb, ph = (save_model(m, tmp_path / n) for m, n in ((a, "a"), (b, "b"), (hand, "hand")))
+    ens = EnsembleCalibrated([str(pa), str(pb)], routes={"hand": str(ph)}, load_member=load_model)
+    back = load_model(save_model(ens, tmp_path / "ens"))
+    assert isinstance(back, EnsembleCalibrated) and set(back.routes) == {"hand"}
+    x = torch.rand(2, 1, 16, 16)
+    regions = ["hand", "wrist"]
+    assert torch.allclose(back.predict_proba(x, regions=regions), ens.predict_proba(x, regions=regions))

@@ -17,16 +17,9 @@ from xray_xai.sdk.explainer import count_hooks, fuse_member_maps, normalize_maps
 from xray_xai.sdk.interfaces import Model, Preprocessing, Tags
 from xray_xai.testing.explainers import LinearModel, check_explainer, example_images, tiny_convnet
 
-BUILTINS = ["saliency", "cam", "gradcam", "gradcam++", "integrated-gradients", "smoothgrad", "occlusion"]
-
 
 def explainer(name: str, **params: Any) -> Any:
     return xray_xai.get_explainer(name)(**params)
-
-
-@pytest.mark.parametrize("name", BUILTINS)
-def test_contract_on_tiny_convnet(name: str) -> None:
-    check_explainer(xray_xai.get_explainer(name), tiny_convnet())
 
 
 @pytest.mark.parametrize("name", ["cam", "gradcam", "gradcam++"])
@@ -36,10 +29,6 @@ def test_contract_with_inplace_relu_after_target_layer(name: str) -> None:
     check_explainer(xray_xai.get_explainer(name), model)
     maps = explainer(name).explain(model, example_images(model)).maps
     assert maps.max() == pytest.approx(1.0)  # a real map, not all zeros
-
-
-def test_registry_lists_every_builtin() -> None:
-    assert set(BUILTINS) <= set(xray_xai.list_explainers())
 
 
 def test_saliency_of_linear_model_is_abs_weight() -> None:
@@ -224,7 +213,10 @@ def test_gradient_explainers_refuse_non_differentiable_models() -> None:
             return images.flatten(1)
 
     x = torch.rand(2, 1, 16, 16)
-    for name in ("saliency", "gradcam", "cam", "integrated-gradients", "smoothgrad"):
+    tags = {n: xray_xai.get_explainer(n).tags for n in xray_xai.list_explainers()}
+    needy = [n for n, t in tags.items() if t.needs_gradients or t.needs_target_layer or t.needs_linear_head]
+    assert {"saliency", "gradcam", "cam", "integrated-gradients", "smoothgrad"} <= set(needy)
+    for name in needy:
         with pytest.raises(PluginError, match="needs"):
             explainer(name).explain(NotTorch(), x)
     exp = explainer("occlusion", window=0.25).explain(NotTorch(), x)  # needs only predictions
@@ -235,7 +227,7 @@ def test_explaining_computes_no_parameter_gradients() -> None:
     model = tiny_convnet()
     for p in model.parameters():
         p.requires_grad_(True)
-    for name in BUILTINS:
+    for name in xray_xai.list_explainers():
         explainer(name).explain(model, example_images(model))
         assert all(p.grad is None for p in model.parameters()), name
         assert all(p.requires_grad for p in model.parameters()), name

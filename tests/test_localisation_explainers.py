@@ -12,20 +12,22 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from xray_xai_plugins.explainers.layercam import (
+
+import xray_xai
+from xray_xai.audit import scores as am
+from xray_xai.errors import PluginError
+from xray_xai.sdk import (
+    Preprocessing,
+    Tags,
+    TorchModel,
     activations_and_gradients_at,
+    capture_activation,
+    count_hooks,
     fuse_maps,
     layers_at_strides,
     resolve_layer,
     stage_layers,
 )
-
-import xray_xai
-from xray_xai.audit import scores as am
-from xray_xai.errors import PluginError
-from xray_xai.sdk.explainer import capture_activation, count_hooks
-from xray_xai.sdk.interfaces import Preprocessing, Tags
-from xray_xai.sdk.torch_model import TorchModel
 from xray_xai.testing.explainers import check_explainer, example_images, tiny_convnet
 
 NAMES = ["layercam", "multilayer-cam", "hirescam"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -211,24 +212,47 @@ def test_core_never_imports_plugins() -> None:
 
 
 def test_plugins_only_import_floor_one() -> None:
+    """Built-in plugins import the SDK and the ground floor only, at module and at function level; never a service."""
     allowed = {
-        "sdk",  # the plugin SDK: contracts, registry, torch bases, pretrained-weight loaders
+        "sdk",  # the plugin SDK: contracts, registry, torch bases, layer helpers, pretrained-weight loaders
         "errors",
         "data",  # decoding, preprocessing, masks
         "_util",  # atomic writes, progress
-        "models",  # store, metrics, training: only ensembles (member loading, per-region fine-tuning)
+        "defaults",  # shared constants
     }
     offenders = []
     for path in (REPO / "plugins").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if (
-                isinstance(node, ast.ImportFrom)
-                and node.module
-                and node.module.startswith("xray_xai.")
-                and node.module.split(".")[1] not in allowed
-            ):
-                offenders.append(f"{path.relative_to(REPO)}: {node.module}")
+            modules = []
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                modules = [node.module]
+            for module in modules:
+                parts = module.split(".")
+                if parts[0] == "xray_xai" and (len(parts) < 2 or parts[1] not in allowed):
+                    offenders.append(f"{path.relative_to(REPO)}: {module}")
     assert offenders == []
+
+
+def test_sdk_is_one_import_and_never_imports_torch() -> None:
+    """``xray_xai.sdk`` names every public SDK symbol; torch-backed ones load on first use only."""
+    code = (
+        "import sys, xray_xai.sdk as sdk, xray_xai.sdk.registry;"
+        "print('torch' in sys.modules, 'numpy' in sys.modules);"
+        "sdk.TorchModel;"
+        "print('torch' in sys.modules, all(hasattr(sdk, n) for n in sdk.__all__))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.split() == ["False", "False", "True", "True"]
+    import xray_xai.sdk as sdk
+
+    needed = {"Model", "Explainer", "Clusterer", "DatasetPlugin", "Tags", "Preprocessing", "Record", "Explanation"}
+    needed |= {"Problem", "Box", "TorchModel", "BackboneModel", "TorchExplainer", "Attribution", "StageCAM"}
+    needed |= {"capture_activation", "find_layer", "resolve_layer", "logits_of", "stage_layers", "layers_at_strides"}
+    assert needed <= set(sdk.__all__)
+    with pytest.raises(AttributeError):
+        sdk.no_such_name  # noqa: B018
 
 
 def test_example_third_party_plugin_installs_and_is_listed(tmp_path: Path) -> None:
@@ -251,10 +275,13 @@ def test_example_third_party_plugin_installs_and_is_listed(tmp_path: Path) -> No
     )
     code = (
         "import json, xray_xai;"
+        "from xray_xai.testing.explainers import check_explainer, tiny_convnet;"
         "cls = xray_xai.get_explainer('input-x-gradient');"
+        "check_explainer(cls, tiny_convnet());"  # the shipped contract check, on the plugin as installed
         "print(json.dumps([cls.__module__, cls.tags.needs_gradients]))"
     )
-    env = {**__import__("os").environ, "PYTHONPATH": str(target)}
+    paths = [str(target), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env)
     assert json.loads(out.stdout) == ["xray_xai_example.explainer", True]
     listing = subprocess.run(

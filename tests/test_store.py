@@ -175,7 +175,8 @@ def test_members_hook_for_ensembles(tmp_path: Path) -> None:
         name = "test-combo"
 
         @classmethod
-        def from_sidecar(cls, sidecar: dict[str, Any], path: Path) -> Any:
+        def from_sidecar(cls, sidecar: dict[str, Any], path: Path, *, load_member: Any) -> Any:
+            assert load_member is store.load_model  # the store hands its loader over: plugins never import it
             calls.append((sidecar, path))
             return cls(**sidecar["config"])
 

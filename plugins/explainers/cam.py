@@ -11,8 +11,7 @@ import torch
 from torch import nn
 
 from xray_xai.errors import PluginError
-from xray_xai.sdk.explainer import Attribution, TorchExplainer, capture_activation, logits_of
-from xray_xai.sdk.interfaces import Model, Tags
+from xray_xai.sdk import Attribution, Model, Tags, TorchExplainer, capture_activation, logits_of
 
 __all__ = ["CAM", "linear_head_weights"]
 

@@ -19,8 +19,7 @@ import torch
 
 from xray_xai.data.preprocessing import to_tensor
 from xray_xai.errors import PluginError
-from xray_xai.sdk.explainer import Attribution, TorchExplainer, logits_of
-from xray_xai.sdk.interfaces import Model, Preprocessing, Tags
+from xray_xai.sdk import Attribution, Model, Preprocessing, Tags, TorchExplainer, logits_of
 
 __all__ = ["IntegratedGradients", "Occlusion", "SmoothGrad", "baseline_images"]
 

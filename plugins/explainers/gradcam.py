@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 from xray_xai.errors import PluginError
-from xray_xai.sdk.explainer import Attribution, TorchExplainer, capture_activation, logits_of
-from xray_xai.sdk.interfaces import Model, Tags
+from xray_xai.sdk import Attribution, Model, Tags, TorchExplainer, capture_activation, logits_of, resolve_layer
 
 __all__ = ["GradCAM", "GradCAMPlusPlus", "activations_and_gradients"]
 
@@ -55,9 +54,8 @@ class GradCAM(TorchExplainer):
         return grads.mean(dim=(2, 3))
 
     def attribute(self, model: Model, images: torch.Tensor, sign: float) -> Attribution:
-        from .layercam import resolve_layer  # aliases: blocks.4, features.denseblock3 (torchvision names)
-
         module: nn.Module = model  # type: ignore[assignment]
+        # a named layer may be an alias (blocks.4, torchvision's features.denseblock3); default: the target layer
         layer = resolve_layer(module, self.layer) if self.layer else str(getattr(model, "target_layer", ""))
         acts, grads, logits = activations_and_gradients(model, images, layer, sign)
         weights = self.channel_weights(acts, grads)

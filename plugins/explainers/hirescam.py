@@ -5,7 +5,7 @@ to places the model did not use; HiResCAM keeps the gradient where it is, ``M = 
 the last layer of a global-pooling + linear head it is CAM divided by the number of cells (its cells sum to the
 logit minus the bias). Unlike LayerCAM it keeps negative gradients, i.e. evidence against the target cancels
 evidence for it. Defaults to the model's ``target_layer``; ``layer`` (by name) or ``stride`` pick another stage,
-``tta`` and ``blur`` as in :mod:`.layercam`.
+``tta`` and ``blur`` as in ``layercam`` (the stage flow is the SDK's :class:`~xray_xai.sdk.StageCAM`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ from __future__ import annotations
 import torch
 
 from xray_xai.errors import PluginError
-from xray_xai.sdk.interfaces import Model, Tags
-
-from .layercam import _parse_layers, _StageCAM
+from xray_xai.sdk import Model, StageCAM, Tags, parse_layers
 
 __all__ = ["HiResCAM", "hirescam_maps"]
 
@@ -25,7 +23,7 @@ def hirescam_maps(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     return (grads * acts).sum(dim=1)
 
 
-class HiResCAM(_StageCAM):
+class HiResCAM(StageCAM):
     """HiResCAM on ``model.target_layer`` (or ``layer`` by name, or the stage picked by ``stride``)."""
 
     name = "hirescam"
@@ -42,7 +40,7 @@ class HiResCAM(_StageCAM):
         seed: int | None = 0,
     ) -> None:
         super().__init__(
-            wanted_layers=_parse_layers(layer),
+            wanted_layers=parse_layers(layer),
             wanted_strides=[int(stride)] if stride is not None else [32],
             tta=tta,
             blur=blur,

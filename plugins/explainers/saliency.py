@@ -13,8 +13,7 @@ import numpy as np
 import torch
 
 from xray_xai.errors import PluginError
-from xray_xai.sdk.explainer import Attribution, TorchExplainer, film_from_tensor, logits_of
-from xray_xai.sdk.interfaces import Model, Tags
+from xray_xai.sdk import Attribution, Model, Tags, TorchExplainer, film_from_tensor, logits_of
 
 __all__ = ["Saliency", "input_gradients", "superpixel_means"]
 

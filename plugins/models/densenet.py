@@ -17,9 +17,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from xray_xai.sdk.interfaces import Preprocessing, Tags
-
-from ._heads import BackboneModel
+from xray_xai.sdk import BackboneModel, Preprocessing, Tags
 
 __all__ = ["DenseNet201", "DenseNetDense32", "DenseNetFull", "DenseNetLinear"]
 
@@ -42,7 +40,7 @@ class _DenseNet(BackboneModel):
 
         net = getattr(tvm, self.arch)(weights=None)
         if pretrained:
-            from xray_xai.sdk.pretrained import load_torchvision_weights
+            from xray_xai.sdk import load_torchvision_weights
 
             net.load_state_dict(load_torchvision_weights(getattr(tvm, self.weights_enum).IMAGENET1K_V1))
         channels = net.classifier.in_features

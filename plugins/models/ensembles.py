@@ -9,7 +9,9 @@ Design choices (documented because explainers and the store rely on them):
 * ``members`` (list of Model) and ``member_names`` are public: an explainer explains each member separately.
 * Tags are per instance: ``ensemble=True``; ``differentiable=True`` iff every member is a torch module.
 * Saving needs no new weights, only the member list (checkpoint paths) in the sidecar: ``config()`` returns it and
-  :meth:`EnsembleMean.from_sidecar` rebuilds the ensemble from it.
+  :meth:`EnsembleMean.from_sidecar` rebuilds the ensemble from it, loading each member with the ``load_member``
+  that the store hands it (a plugin never imports the store). Members given by name or path to the constructor
+  need such a loader too (``load_member=xray_xai.api.load_model``); Model instances need none.
 
 The "Res+Dense" rule of the literature (abnormal iff p_resnet + p_densenet >= 1) is exactly the mean rule at
 threshold 0.5 for two members: (p1 + p2) / 2 >= 0.5  <=>  p1 + p2 >= 1.
@@ -17,12 +19,12 @@ threshold 0.5 for two members: (p1 + p2) / 2 >= 0.5  <=>  p1 + p2 >= 1.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from xray_xai.errors import PluginError
-from xray_xai.sdk.interfaces import Model, Preprocessing, Tags
+from xray_xai.sdk import Model, Preprocessing, Tags
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -37,13 +39,20 @@ def _same_preprocessing(a: Preprocessing, b: Preprocessing) -> bool:
     return da == db
 
 
-def _resolve(member: Any) -> Model:
+#: loads a stored model by registered name or checkpoint path (the store's ``load_model``)
+MemberLoader = Callable[[str], Model]
+
+
+def _resolve(member: Any, load_member: MemberLoader | None, owner: str) -> Model:
+    """``member`` itself if it is a Model, else the stored model it names, loaded by ``load_member``."""
     if isinstance(member, Model):
         return member
-    # Store names/paths are resolved lazily: the store is floor 1 (ground) like this plugin's other imports.
-    from xray_xai.models.store import load_model
-
-    return load_model(member)
+    if load_member is None:
+        raise PluginError(
+            f"{owner}: member {str(member)!r} is a name or path; pass Model instances, or a loader "
+            "(load_member=xray_xai.api.load_model)"
+        )
+    return load_member(str(member))
 
 
 class EnsembleMean(Model):
@@ -53,10 +62,17 @@ class EnsembleMean(Model):
     description: ClassVar[str] = "Mean of member probabilities (e.g. DenseNet-201 + MobileNet-v2 + NASNet-Mobile)"
     tags: ClassVar[Tags] = Tags(ensemble=True)
 
-    def __init__(self, members: Sequence[Any] = (), member_names: Sequence[str] | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        members: Sequence[Any] = (),
+        member_names: Sequence[str] | None = None,
+        *,
+        load_member: MemberLoader | None = None,
+        **options: Any,
+    ) -> None:
         if len(members) < 1:
             raise PluginError(f"{self.name}: needs at least one member")
-        self.members: list[Model] = [_resolve(m) for m in members]
+        self.members: list[Model] = [_resolve(m, load_member, self.name) for m in members]
         if member_names is None:
             member_names = [str(m) if not isinstance(m, Model) else (m.name or type(m).__name__) for m in members]
         self.member_names: list[str] = [str(n) for n in member_names]
@@ -136,13 +152,14 @@ class EnsembleMean(Model):
         return {"members": self.member_paths(), "member_names": list(self.member_names), **self.options}
 
     @classmethod
-    def from_sidecar(cls, sidecar: Mapping[str, Any], path: str | Path | None = None) -> EnsembleMean:
-        """Rebuild from a store sidecar: ``config`` (or the sidecar itself) lists ``members`` as checkpoints/names."""
+    def from_sidecar(cls, sidecar: Mapping[str, Any], weights_path: Path, *, load_member: MemberLoader) -> EnsembleMean:
+        """Rebuild from a store sidecar: ``config`` (or the sidecar itself) lists ``members`` (and a calibrated
+        ensemble's ``routes``) as checkpoints or names, each loaded with ``load_member``."""
         cfg = dict(sidecar.get("config", sidecar))
         members = cfg.pop("members", None)
         if not members:
-            raise PluginError(f"{path}: ensemble sidecar lists no members")
-        return cls(members=members, **cfg)
+            raise PluginError(f"{weights_path}: ensemble sidecar lists no members")
+        return cls(members=members, load_member=load_member, **cfg)
 
 
 def select_region_learners(
@@ -181,8 +198,9 @@ class EnsembleCalibrated(EnsembleMean):
     """Routes each image to its region's learner: the member best on that region, fine-tuned on its images.
 
     ``routes`` maps region -> Model, store name or checkpoint path of the fine-tuned learner (built by
-    ``xray_xai.models.training.train("ensemble-calibrated", ...)``). ``predict_proba(images, regions=[...])`` needs each
-    image's region; an image whose region has no route (or ``regions=None``) gets the mean of the members.
+    ``xray-xai train --model ensemble-calibrated``; names and paths need ``load_member``, as members do).
+    ``predict_proba(images, regions=[...])`` needs each image's region; an image whose region has no route (or
+    ``regions=None``) gets the mean of the members.
     """
 
     name: ClassVar[str] = "ensemble-calibrated"
@@ -195,13 +213,15 @@ class EnsembleCalibrated(EnsembleMean):
         members: Sequence[Any] = (),
         member_names: Sequence[str] | None = None,
         routes: Mapping[str, Any] | None = None,
+        *,
+        load_member: MemberLoader | None = None,
         **options: Any,
     ) -> None:
-        super().__init__(members, member_names, **options)
+        super().__init__(members, member_names, load_member=load_member, **options)
         self.routes: dict[str, Model] = {}
         self.route_names: dict[str, str] = {}
         for region, learner in (routes or {}).items():
-            model = _resolve(learner)
+            model = _resolve(learner, load_member, self.name)
             if not _same_preprocessing(model.preprocessing, self.preprocessing):
                 raise PluginError(f"{self.name}: the learner of region {region!r} preprocesses differently")
             if hasattr(model, "eval"):

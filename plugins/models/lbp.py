@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from xray_xai.errors import CheckpointError, PluginError
-from xray_xai.sdk.interfaces import Model, Preprocessing, Tags
+from xray_xai.sdk import Model, Preprocessing, Tags
 
 __all__ = ["LbpLogReg", "lbp_codes"]
 
@@ -72,10 +71,7 @@ class LbpLogReg(Model):
         seed: int = 0,
         image_size: int | None = None,
     ) -> None:
-        pre = self.default_preprocessing
-        if image_size is not None and image_size != pre.input_size:
-            pre = replace(pre, input_size=int(image_size), crop=int(image_size))
-        self.preprocessing = pre
+        super().__init__(image_size=image_size)  # the crop follows the input size (crop = input here)
         self.n_components = int(n_components)
         self.points = int(points)
         self.radius = float(radius)
@@ -169,9 +165,3 @@ class LbpLogReg(Model):
             h.update(key.encode())
             h.update(self._arrays[key].tobytes())
         return h.hexdigest()[:16]
-
-    def eval(self) -> LbpLogReg:
-        return self
-
-    def to(self, device: Any) -> LbpLogReg:
-        return self

@@ -17,9 +17,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from xray_xai.sdk.interfaces import Preprocessing, Tags
-
-from ._heads import BackboneModel
+from xray_xai.sdk import BackboneModel, Preprocessing, Tags
 
 __all__ = ["CnnSmall", "ConvNet"]
 

@@ -15,9 +15,7 @@ from typing import Any, ClassVar
 import torch
 
 from xray_xai.errors import PluginError
-from xray_xai.sdk.interfaces import Preprocessing, Tags
-
-from ._heads import BackboneModel
+from xray_xai.sdk import BackboneModel, Preprocessing, Tags
 
 __all__ = ["NasNetMobile", "TimmModel", "Xception"]
 
@@ -46,7 +44,7 @@ class TimmModel(BackboneModel):
 
     def _pretrained_state(self, net: torch.nn.Module) -> dict[str, torch.Tensor]:
         """ImageNet weights for ``net`` (the ImageNet classifier dropped); from the local hub cache only."""
-        from xray_xai.sdk.pretrained import load_timm_weights
+        from xray_xai.sdk import load_timm_weights
 
         own = net.state_dict()
         return {k: v for k, v in load_timm_weights(self.arch).items() if k in own}

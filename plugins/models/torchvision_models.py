@@ -13,9 +13,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from xray_xai.sdk.interfaces import Preprocessing, Tags
-
-from ._heads import BackboneModel
+from xray_xai.sdk import BackboneModel, Preprocessing, Tags
 
 __all__ = ["MobileNetV2", "ResNet50"]
 
@@ -39,7 +37,7 @@ class ResNet50(BackboneModel):
 
         net = tvm.resnet50(weights=None)
         if pretrained:
-            from xray_xai.sdk.pretrained import load_torchvision_weights
+            from xray_xai.sdk import load_torchvision_weights
 
             net.load_state_dict(load_torchvision_weights(tvm.ResNet50_Weights.IMAGENET1K_V2))
         names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
@@ -63,7 +61,7 @@ class MobileNetV2(BackboneModel):
 
         net = tvm.mobilenet_v2(weights=None)
         if pretrained:
-            from xray_xai.sdk.pretrained import load_torchvision_weights
+            from xray_xai.sdk import load_torchvision_weights
 
             net.load_state_dict(load_torchvision_weights(tvm.MobileNet_V2_Weights.IMAGENET1K_V1))
         self.backbone = net.features

@@ -66,8 +66,8 @@ def predict_records(
     is_module = isinstance(model, torch.nn.Module)
     dev = torch.device(device)
     if is_module:
-        model.to(dev)  # type: ignore[attr-defined]
-        model.eval()  # type: ignore[attr-defined]
+        model.to(dev)
+        model.eval()
     elif hasattr(model, "to"):
         model.to(dev)
     needs_regions = bool(getattr(model, "needs_regions", False))

@@ -286,8 +286,9 @@ def load_model(name_or_path: str | Path, *, device: str = "cpu") -> Model:
     """Rebuild a stored model: a registered name loads its newest checkpoint; a path loads that one.
 
     The model comes back in eval mode on ``device`` with its regime applied, and carries ``checkpoint_path``
-    (the weights file) and ``sidecar`` (the JSON as a dict) attributes. A model class that defines
-    ``from_sidecar(sidecar, weights_path)`` (ensembles, whose members are other checkpoints) is rebuilt by it.
+    (the weights file) and ``sidecar`` (the JSON as a dict) attributes. A model class whose
+    ``from_sidecar(sidecar, weights_path, load_member=load_model)`` returns a model (ensembles, whose members are
+    other checkpoints) is rebuilt by it.
     """
     from xray_xai.sdk import registry
     from xray_xai.sdk.interfaces import Preprocessing
@@ -303,9 +304,8 @@ def load_model(name_or_path: str | Path, *, device: str = "cpu") -> Model:
     if expected and _sha256(weights) != expected:
         raise CheckpointError(weights, "checksum differs from the sidecar's: truncated or modified file")
 
-    if callable(getattr(cls, "from_sidecar", None)):  # ensembles: members are other checkpoints
-        model = cls.from_sidecar(sidecar, weights)
-    else:
+    model = cls.from_sidecar(sidecar, weights, load_member=load_model)  # ensembles: members are other checkpoints
+    if model is None:
         config = dict(sidecar.get("config") or {})
         if "pretrained" in config:  # the weights come from the checkpoint; never look for ImageNet files
             config["pretrained"] = False

@@ -935,7 +935,7 @@ def _train_ensemble(
             )
             routes[region] = str(res.checkpoint)
             history.append({"region": region, "member": member_name, **res.best_metrics})
-        ensemble = cls(members=loaded, member_names=names, routes=routes)
+        ensemble = cls(members=loaded, member_names=names, routes=routes, load_member=load_model)
     else:
         ensemble = cls(members=loaded, member_names=names)
     kept, probs, bad = predict_records(ensemble, val_recs, batch_size=batch_size, device=device)

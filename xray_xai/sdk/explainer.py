@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from xray_xai.defaults import DEFAULT_METHOD
 from xray_xai.errors import PluginError
 from xray_xai.sdk.interfaces import Explainer, Explanation, Model, Preprocessing
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from torch import nn
 
 __all__ = [
-    "DEFAULT_METHOD",
+    "DEFAULT_METHOD",  # re-exported from xray_xai.defaults, its home, for older imports
     "TARGETS",
     "Attribution",
     "TorchExplainer",
@@ -49,10 +50,6 @@ __all__ = [
     "resize_maps",
     "score_sign",
 ]
-
-#: the explainer used when none is named (CLI, API, web app): LayerCAM at stride 4 with flip TTA, the configuration
-#: that localised fractures best in the study of docs/localisation.md, with every control near chance
-DEFAULT_METHOD = "layercam"
 
 #: what an explanation can be evidence for: the single logit (abnormal) or its negation (normal)
 TARGETS: tuple[str, ...] = ("abnormal", "normal")
@@ -339,7 +336,7 @@ class TorchExplainer(Explainer):
         import torch
         from torch import nn
 
-        members: list[Model] = list(model.members)  # type: ignore[attr-defined]
+        members: list[Model] = list(model.members)
         for member in members:
             self.check_model(member)
         parts = [self.explain(member, images, target) for member in members]

@@ -17,8 +17,8 @@ tags say it is not differentiable.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -106,6 +106,15 @@ class Preprocessing:
     normalize: Literal["imagenet", "minmax", "none"] = "imagenet"
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+
+    def resized(self, input_size: int | None) -> Preprocessing:
+        """The same recipe at another input side (``None``: unchanged); a centre crop keeps its ratio to the input."""
+        if input_size is None or input_size == self.input_size:
+            return self
+        crop = self.crop
+        if crop is not None:  # keep the crop/resize ratio of the recipe
+            crop = round(crop * input_size / self.input_size)
+        return replace(self, input_size=int(input_size), crop=crop)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -195,6 +204,8 @@ class DatasetPlugin(Plugin):
 
     #: the splits this layout offers, in order; "all" is always accepted too
     splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+    #: other names users give those splits (FracAtlas: ``{"valid": "val"}``); ``--split`` accepts them as well
+    aliases: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, root: str | Path, **options: Any) -> None:
         self.root = Path(root)
@@ -229,9 +240,33 @@ class Model(Plugin):
     Inputs are batches already preprocessed with ``self.preprocessing`` (float tensor ``(B, C, H, W)``). Torch
     models subclass :class:`xray_xai.sdk.torch_model.TorchModel`, which also declares ``target_layer`` and
     ``feature_layer`` by module name and whose ``forward`` returns one logit per image, shape ``(B,)``.
+
+    Besides the two abstract methods, everything the store, the trainer, the evaluator and the explainers read is
+    declared here with a default that fits a plain model, so a plugin overrides only what differs. One optional hook
+    is not declared, because its mere presence is the signal: ``fit(images, labels)`` for a model trained in one
+    call rather than by epochs (``lbp-logreg``); the trainer calls it when a model is not a torch module.
     """
 
+    #: the preprocessing of the published recipe; an instance may differ (another ``image_size``)
+    default_preprocessing: ClassVar[Preprocessing] = Preprocessing(name="resize-224-imagenet")
     preprocessing: Preprocessing
+    #: ``predict_proba(images, regions=[...])`` needs each image's region (a per-region router); the evaluator and
+    #: the explain command then pass the records' regions
+    needs_regions: ClassVar[bool] = False
+    #: parameter-name prefixes that fine-tuning trains (None: all); the store saves them and restores the regime
+    trainable_prefixes: ClassVar[tuple[str, ...] | None] = None
+    #: an ensemble's member models and their names: explainers explain each member and fuse the maps
+    members: Sequence[Model] = ()
+    member_names: Sequence[str] = ()
+    #: set by the store on a loaded model: the weights file and its JSON sidecar (reports name the checkpoint)
+    checkpoint_path: Path | None = None
+    sidecar: dict[str, Any] | None = None
+
+    def __init__(self, *, image_size: int | None = None, **options: Any) -> None:
+        """``image_size`` is the input side in pixels (None: the recipe's). Every model built from options alone
+        takes it: ``xray-xai train --image-size`` passes it, the store rebuilds from the ``config()`` that records it,
+        and ``xray_xai.testing.check_model`` builds models small with it."""
+        self.preprocessing = self.default_preprocessing.resized(image_size)
 
     @abc.abstractmethod
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
@@ -244,6 +279,59 @@ class Model(Plugin):
     def config(self) -> dict[str, Any]:
         """Constructor options needed to rebuild this model from its weights (stored in the JSON sidecar)."""
         return {}
+
+    @property
+    def fitted(self) -> bool:
+        """Whether the model can predict yet (a ``fit`` model is not until fitted; contract checks stop there)."""
+        return True
+
+    def set_regime(self, trainable: list[str] | None) -> None:
+        """Make trainable exactly the parameters whose names start with one of ``trainable`` (None: all). The store
+        calls it with the saved prefixes after loading; a model without parameters has nothing to do."""
+
+    def eval(self) -> Model:
+        """Inference mode (no dropout, frozen batch-norm statistics); the store and the commands call it."""
+        return self
+
+    def to(self, device: Any) -> Model:
+        """Move to ``device``; a model without tensors stays where it is."""
+        return self
+
+    def state_dict(self) -> Mapping[str, Any]:
+        """Name -> tensor of everything learned; the store writes it as safetensors. Default: no weights (a model
+        described by its ``config()`` alone, or an ensemble whose members are other checkpoints)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> Any:
+        """Put back what :meth:`state_dict` gave; the store calls it after building the model from its config."""
+        if state:
+            from xray_xai.errors import CheckpointError
+
+            raise CheckpointError(None, f"model {self.name!r} has no weights, but the file holds {len(state)}")
+
+    def fingerprint(self) -> str:
+        """A short hash of the name and every weight (equal fingerprints, equal outputs); stored in the sidecar and
+        in every explanation's metadata."""
+        import hashlib
+
+        import numpy as np
+
+        h = hashlib.sha256(self.name.encode())
+        for key, tensor in sorted(self.state_dict().items()):
+            h.update(key.encode())
+            value = tensor.detach().cpu().contiguous().numpy() if hasattr(tensor, "detach") else np.asarray(tensor)
+            h.update(value.tobytes())
+        return h.hexdigest()[:16]
+
+    @classmethod
+    def from_sidecar(
+        cls, sidecar: Mapping[str, Any], weights_path: Path, *, load_member: Callable[[str], Model]
+    ) -> Model | None:
+        """Rebuild a stored model that is more than a weights file of its own (an ensemble: its members are other
+        checkpoints). ``load_member`` loads a stored model by name or path (the store passes its ``load_model``:
+        plugins never import the store). Return None (the default) to be rebuilt the usual way: ``cls(**config)``
+        from the sidecar, then the weights file loaded into it."""
+        return None
 
 
 @dataclass
@@ -288,8 +376,13 @@ class Explainer(Plugin):
     """Turns a model and a batch into heatmaps. Parameters are keyword arguments of ``__init__``.
 
     Subclasses implement :meth:`explain`; the shared flow (eval mode, frozen parameters, hooks released, maps
-    resized to the input and scaled to [0, 1]) lives in :class:`xray_xai.sdk.explainer.TorchExplainer`.
+    resized to the input and scaled to [0, 1]) lives in :class:`xray_xai.sdk.explainer.TorchExplainer`, where a
+    plugin overrides only ``attribute``. An explainer that works at a chosen layer names that parameter ``layer``
+    (one) or ``layers`` (several): ``xray-xai explain --layer`` fills whichever a method takes.
     """
+
+    #: the parameters this instance was built with (JSON-ready); they go into every explanation's metadata
+    params: dict[str, Any]
 
     def __init__(self, **params: Any) -> None:
         self.params = dict(params)
@@ -323,8 +416,13 @@ class Clusterer(Plugin):
     """A scikit-learn style clusterer: parameters only stored in ``__init__``; ``fit`` sets ``labels_``.
 
     Built-ins also inherit ``sklearn.base.BaseEstimator`` and ``ClusterMixin`` so that
-    ``sklearn.utils.estimator_checks`` can check them; this base stays free of scikit-learn imports.
+    ``sklearn.utils.estimator_checks`` can check them; this base stays free of scikit-learn imports. The cluster
+    command reads and sets parameters with ``get_params``/``set_params`` (``BaseEstimator`` provides them), and
+    sweeps ``n_clusters`` when the clusterer has that parameter.
     """
+
+    #: cluster index of each training row, set by :meth:`fit`
+    labels_: np.ndarray
 
     @abc.abstractmethod
     def fit(self, X: np.ndarray, y: Any = None) -> Clusterer:
@@ -335,7 +433,13 @@ class Clusterer(Plugin):
         """Cluster index of each row of ``X``."""
 
     def fit_predict(self, X: np.ndarray, y: Any = None) -> np.ndarray:
-        return self.fit(X).labels_  # type: ignore[attr-defined]
+        return self.fit(X).labels_
+
+    def reduce(self, X: np.ndarray) -> np.ndarray:
+        """The space the clusters live in (e.g. after PCA), for per-cluster statistics; default: ``X`` itself."""
+        import numpy as np
+
+        return np.asarray(X)
 
     def transform_2d(self, X: np.ndarray) -> np.ndarray:
         """A 2-D projection of ``X`` for plots (the first two principal components by default)."""

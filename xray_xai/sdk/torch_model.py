@@ -37,14 +37,7 @@ class TorchModel(nn.Module, Model):
 
     def __init__(self, *, image_size: int | None = None, **options: Any) -> None:
         nn.Module.__init__(self)
-        pre = self.default_preprocessing
-        if image_size is not None and image_size != pre.input_size:
-            from dataclasses import replace
-
-            crop = pre.crop
-            if crop is not None:  # keep the crop/resize ratio of the recipe
-                crop = round(crop * image_size / pre.input_size)
-            pre = replace(pre, input_size=int(image_size), crop=crop)
+        pre = self.default_preprocessing.resized(image_size)  # a centre crop keeps its ratio to the input
         self.preprocessing = pre
         self._options: dict[str, Any] = {"image_size": pre.input_size, **options}
 

@@ -187,6 +187,18 @@ def check_dataset(ds: DatasetPlugin, *, check_files: bool = True, reopen: bool =
     if not ds.name:
         _fail(ds, "has no plugin name")
     records = ds.records()
+    _check_records(ds, records, check_files)
+    _check_deterministic(ds, records, reopen)
+    _check_splits(ds, records)
+    _check_studies(ds, records)
+    if not isinstance(ds.problems, list) or not all(isinstance(p, Problem) for p in ds.problems):
+        _fail(ds, "problems must be a list of Problem")
+    if not type(ds).detect(ds.root):
+        _fail(ds, f"detect() does not recognise the plugin's own root {ds.root}")
+
+
+def _check_records(ds: DatasetPlugin, records: Any, check_files: bool) -> None:
+    """A non-empty list of well-formed records with existing files and unique image ids."""
     if not isinstance(records, list) or not records:
         _fail(ds, f"records() must return a non-empty list, got {type(records).__name__} of {len(records)}")
     for r in records:
@@ -208,7 +220,9 @@ def check_dataset(ds: DatasetPlugin, *, check_files: bool = True, reopen: bool =
         dup = next(i for i in ids if ids.count(i) > 1)
         _fail(ds, f"image id {dup!r} occurs more than once")
 
-    # determinism
+
+def _check_deterministic(ds: DatasetPlugin, records: list[Record], reopen: bool) -> None:
+    """The same records in the same order on every call, and after re-opening the same root with the same options."""
     if _snapshot(ds.records()) != _snapshot(records) or _snapshot(ds.records("all")) != _snapshot(records):
         _fail(ds, "records(), records(None) and records('all') differ between calls")
     if reopen:
@@ -216,7 +230,9 @@ def check_dataset(ds: DatasetPlugin, *, check_files: bool = True, reopen: bool =
         if _snapshot(again.records()) != _snapshot(records):
             _fail(ds, "re-opening the same root with the same options gives different records or order")
 
-    # splits partition the records, in order
+
+def _check_splits(ds: DatasetPlugin, records: list[Record]) -> None:
+    """The per-split lists partition the records, in order; an unknown split raises XrayXaiError."""
     by_split = {s: ds.records(s) for s in ds.splits}
     if sum(len(v) for v in by_split.values()) != len(records):
         _fail(ds, "the per-split record lists do not add up to records()")
@@ -234,7 +250,9 @@ def check_dataset(ds: DatasetPlugin, *, check_files: bool = True, reopen: bool =
     else:
         _fail(ds, "records('no-such-split') did not raise an XrayXaiError")
 
-    # patients and studies never span two splits; a study is one patient and one label
+
+def _check_studies(ds: DatasetPlugin, records: list[Record]) -> None:
+    """No patient or study spans two splits; a study is one patient and one label; the tags' promises hold."""
     seen_patient: dict[str, str] = {}
     for r in records:
         if r.patient is not None and seen_patient.setdefault(r.patient, r.split) != r.split:
@@ -250,8 +268,3 @@ def check_dataset(ds: DatasetPlugin, *, check_files: bool = True, reopen: bool =
         _fail(ds, "tagged has_studies but some records have no study id")
     if ds.tags.has_ground_truth and any(r.label == 1 for r in records) and not any(r.has_ground_truth for r in records):
         _fail(ds, "tagged has_ground_truth but no abnormal record carries boxes, polygons or a mask")
-
-    if not isinstance(ds.problems, list) or not all(isinstance(p, Problem) for p in ds.problems):
-        _fail(ds, "problems must be a list of Problem")
-    if not type(ds).detect(ds.root):
-        _fail(ds, f"detect() does not recognise the plugin's own root {ds.root}")

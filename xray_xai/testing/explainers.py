@@ -16,9 +16,7 @@ import torch
 from torch import nn
 
 from xray_xai.errors import PluginError
-from xray_xai.sdk.explainer import count_hooks
-from xray_xai.sdk.interfaces import Explainer, Explanation, Model, Preprocessing, Tags
-from xray_xai.sdk.torch_model import TorchModel
+from xray_xai.sdk import Explainer, Explanation, Model, Preprocessing, Tags, TorchModel, count_hooks
 
 __all__ = ["LinearModel", "TinyConvNet", "check_explainer", "example_images", "tiny_convnet"]
 
@@ -110,6 +108,25 @@ def _check_explanation(exp: Any, images: torch.Tensor, name: str, target: str) -
     assert meta["method"] == name and "probability" in meta, f"{name}: metadata() lacks method or probability"
 
 
+def _check_failure_releases_hooks(explainer: Explainer, model: Any, images: torch.Tensor, hooks_before: int) -> None:
+    """An exception raised inside the model's forward pass propagates, and the explainer's hooks are gone after."""
+    name = explainer.name
+
+    def boom(*_: Any) -> None:
+        raise RuntimeError("injected failure")
+
+    handle = model.register_forward_hook(boom)
+    try:
+        explainer.explain(model, images)
+    except RuntimeError as exc:
+        assert "injected failure" in str(exc), f"{name}: unexpected error {exc!r}"
+    else:  # pragma: no cover
+        raise AssertionError(f"{name}: an exception in the forward pass was swallowed")
+    finally:
+        handle.remove()
+    assert count_hooks(model) == hooks_before, f"{name}: hooks left on the model after an exception"
+
+
 def check_explainer(explainer_cls: type[Explainer], model: Model, images: torch.Tensor | None = None) -> None:
     """Assert the explainer contract on ``model``: shape, dtype, range, probabilities, determinism (when tagged),
     both targets, hooks released after success and after an exception, parameter gradients and ``requires_grad``
@@ -143,7 +160,7 @@ def check_explainer(explainer_cls: type[Explainer], model: Model, images: torch.
         assert not images.requires_grad, f"{name}: explain() left requires_grad on the input"
         with torch.no_grad():
             if is_module:
-                model.eval()  # type: ignore[attr-defined]
+                model.eval()
             expected = model.predict_proba(images).cpu().numpy()
             if is_module:
                 model.train()  # type: ignore[attr-defined]
@@ -162,20 +179,7 @@ def check_explainer(explainer_cls: type[Explainer], model: Model, images: torch.
         assert count_hooks(model) == hooks_before, f"{name}: hooks left on the model after explain()"
 
         if is_module:  # hooks and flags must also be restored when the forward pass fails midway
-
-            def boom(*_: Any) -> None:
-                raise RuntimeError("injected failure")
-
-            handle = model.register_forward_hook(boom)  # type: ignore[attr-defined]
-            try:
-                explainer.explain(model, images)
-            except RuntimeError as exc:
-                assert "injected failure" in str(exc), f"{name}: unexpected error {exc!r}"
-            else:  # pragma: no cover
-                raise AssertionError(f"{name}: an exception in the forward pass was swallowed")
-            finally:
-                handle.remove()
-            assert count_hooks(model) == hooks_before, f"{name}: hooks left on the model after an exception"
+            _check_failure_releases_hooks(explainer, model, images, hooks_before)
 
         for p, flag in zip(params, flags, strict=True):
             assert p.requires_grad == flag, f"{name}: requires_grad flags of the parameters were not restored"
@@ -186,4 +190,4 @@ def check_explainer(explainer_cls: type[Explainer], model: Model, images: torch.
         for p in params:
             p.requires_grad_(True)
         if is_module:
-            model.eval()  # type: ignore[attr-defined]
+            model.eval()

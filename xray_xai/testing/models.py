@@ -57,31 +57,51 @@ def check_model(model: Model | type[Model], image_size: int = 64, **options: Any
     cls: Any = model if isinstance(model, type) else type(model)
     name = getattr(cls, "name", "") or cls.__name__
     inst: Any = cls(image_size=image_size, **options) if isinstance(model, type) else model
-    assert isinstance(inst, Model), f"{name}: not an xray_xai.sdk.interfaces.Model"
-    assert inst.name, f"{name}: empty name"
-    assert inst.description, f"{name}: empty description"
-    _check_preprocessing(name, inst.preprocessing, image_size if isinstance(model, type) else None)
-
-    config = inst.config()
-    assert isinstance(config, dict), f"{name}: config() must return a dict"
-    import json
-
-    json.dumps(config)  # the sidecar stores it as JSON
-
+    config = _check_declarations(name, inst, image_size if isinstance(model, type) else None)
+    built: Model = inst
     x = example_batch(inst.preprocessing, batch=2)
     if not isinstance(inst, torch.nn.Module):
-        if getattr(inst, "fitted", True) is False:
-            return inst  # an unfitted classical model has nothing more to check
-        proba = inst.predict_proba(x)
-        assert proba.shape == (2,), f"{name}: predict_proba gave shape {tuple(proba.shape)}, expected (2,)"
-        assert bool(((proba >= 0) & (proba <= 1)).all()), f"{name}: probabilities outside [0, 1]"
-        feats = inst.features(x)
-        assert feats.ndim == 2 and feats.shape[0] == 2, f"{name}: features shape {tuple(feats.shape)}"
-        return inst
-
+        _check_plain_outputs(name, inst, x)
+        return built
     inst.eval()
-    tags = inst.tags
-    assert tags.differentiable, f"{name}: a torch model should be tagged differentiable"
+    logits, feats = _check_torch_outputs(name, inst, x)
+    _check_named_layers(name, inst, x, feats)
+    _check_regime(name, inst)
+    _check_rebuild(name, cls, inst, config, x, logits)
+    _check_input_gradient(name, inst, x)
+    return built
+
+
+def _check_declarations(name: str, inst: Any, image_size: int | None) -> dict[str, Any]:
+    """Plugin metadata, preprocessing, and a JSON-ready ``config()`` (returned)."""
+    import json
+
+    assert isinstance(inst, Model), f"{name}: not an xray_xai.sdk.Model"
+    assert inst.name, f"{name}: empty name"
+    assert inst.description, f"{name}: empty description"
+    _check_preprocessing(name, inst.preprocessing, image_size)
+    config = inst.config()
+    assert isinstance(config, dict), f"{name}: config() must return a dict"
+    json.dumps(config)  # the sidecar stores it as JSON
+    return config
+
+
+def _check_plain_outputs(name: str, inst: Any, x: Any) -> None:
+    """A model that is no torch module: probabilities in [0, 1] of shape ``(B,)`` and ``(B, D)`` features."""
+    if not inst.fitted:
+        return  # an unfitted classical model has nothing more to check
+    proba = inst.predict_proba(x)
+    assert proba.shape == (2,), f"{name}: predict_proba gave shape {tuple(proba.shape)}, expected (2,)"
+    assert bool(((proba >= 0) & (proba <= 1)).all()), f"{name}: probabilities outside [0, 1]"
+    feats = inst.features(x)
+    assert feats.ndim == 2 and feats.shape[0] == 2, f"{name}: features shape {tuple(feats.shape)}"
+
+
+def _check_torch_outputs(name: str, inst: Any, x: Any) -> tuple[Any, Any]:
+    """Logits ``(B,)``, ``predict_proba == sigmoid(forward)``, a ``Linear(D, 1)`` classifier fed by the features."""
+    import torch
+
+    assert inst.tags.differentiable, f"{name}: a torch model should be tagged differentiable"
     with torch.no_grad():
         logits = inst(x)
     assert logits.shape == (2,), f"{name}: forward gave shape {tuple(logits.shape)}, expected (2,)"
@@ -89,7 +109,6 @@ def check_model(model: Model | type[Model], image_size: int = 64, **options: Any
     proba = inst.predict_proba(x)
     assert proba.shape == (2,) and bool(((proba >= 0) & (proba <= 1)).all()), f"{name}: bad predict_proba"
     assert torch.allclose(proba, torch.sigmoid(logits)), f"{name}: predict_proba is not sigmoid(forward)"
-
     classifier = inst.classifier
     assert isinstance(classifier, torch.nn.Linear) and classifier.out_features == 1, (
         f"{name}: classifier not Linear(D, 1)"
@@ -98,8 +117,15 @@ def check_model(model: Model | type[Model], image_size: int = 64, **options: Any
     assert feats.shape == (2, classifier.in_features), (
         f"{name}: features {tuple(feats.shape)} but classifier.in_features is {classifier.in_features}"
     )
+    return logits, feats
 
-    # named layers exist; the feature layer gives the features; the target layer gives a 4-D map
+
+def _check_named_layers(name: str, inst: Any, x: Any, feats: Any) -> None:
+    """The named layers exist; the feature layer gives the features; the target layer gives a 4-D map (whose
+    average is the features when the tags claim a linear head)."""
+    import torch
+
+    tags = inst.tags
     captured: dict[str, torch.Tensor] = {}
     handles = []
     for key in ("target_layer", "feature_layer"):
@@ -128,18 +154,26 @@ def check_model(model: Model | type[Model], image_size: int = 64, **options: Any
         fmap = captured["target_layer"]
         assert fmap.ndim == 4 and fmap.shape[0] == 2, f"{name}: target_layer output has shape {tuple(fmap.shape)}"
         if tags.has_linear_head:
-            assert fmap.shape[1] == classifier.in_features, f"{name}: target map channels != classifier.in_features"
+            assert fmap.shape[1] == inst.classifier.in_features, (
+                f"{name}: target map channels != classifier.in_features"
+            )
             pooled = fmap.mean(dim=(2, 3))
             assert torch.allclose(pooled, feats, atol=1e-5), f"{name}: features are not the target map's average"
 
-    # regime: exactly the declared prefixes are trainable
-    prefixes = getattr(inst, "trainable_prefixes", None)
+
+def _check_regime(name: str, inst: Any) -> None:
+    """Exactly the parameters under ``trainable_prefixes`` are trainable (all when it is None), and some are."""
+    prefixes = inst.trainable_prefixes
     for pname, p in inst.named_parameters():
         expected = prefixes is None or any(pname.startswith(pre) for pre in prefixes)
         assert p.requires_grad == expected, f"{name}: parameter {pname} requires_grad={p.requires_grad}"
     assert any(p.requires_grad for p in inst.parameters()), f"{name}: nothing is trainable"
 
-    # config() rebuilds the same architecture, and with the same weights the same outputs
+
+def _check_rebuild(name: str, cls: Any, inst: Any, config: dict[str, Any], x: Any, logits: Any) -> None:
+    """``config()`` rebuilds the same architecture, and with the same weights the same outputs (what the store does)."""
+    import torch
+
     rebuilt: Any = cls(**config)
     assert rebuilt.config() == config, f"{name}: config() does not round-trip through the constructor"
     assert rebuilt.preprocessing == inst.preprocessing, f"{name}: rebuilt model has other preprocessing"
@@ -148,9 +182,10 @@ def check_model(model: Model | type[Model], image_size: int = 64, **options: Any
     with torch.no_grad():
         assert torch.equal(rebuilt(x), logits), f"{name}: rebuilt model with the same weights gives other logits"
 
-    # gradients reach the input (saliency-style explainers need it)
+
+def _check_input_gradient(name: str, inst: Any, x: Any) -> None:
+    """Gradients reach the input (saliency-style explainers need it); parameter gradients are cleared after."""
     xg = x.clone().requires_grad_(True)
     inst(xg).sum().backward()
-    assert xg.grad is not None and bool(torch.isfinite(xg.grad).all()), f"{name}: no finite input gradient"
+    assert xg.grad is not None and bool(xg.grad.isfinite().all()), f"{name}: no finite input gradient"
     inst.zero_grad(set_to_none=True)
-    return inst

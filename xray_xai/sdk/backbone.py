@@ -1,4 +1,5 @@
-"""The shared shape of every built-in torch model: conv trunk -> global average pool -> optional MLP -> one logit.
+"""The shared shape of the built-in torch models, for plugin authors too: conv trunk -> global average pool ->
+optional MLP -> one logit. Subclass :class:`BackboneModel`, build ``self.backbone`` and call ``_finish(channels)``.
 
 Module names (the contract explainers and the trainer rely on):
 
