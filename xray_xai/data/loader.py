@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from xray_xai.data.geometry import geometry, geometry_to_tensor, to_tensor
-from xray_xai.data.images import read_image
+from xray_xai.data.images import read_film, read_image
 from xray_xai.errors import ImageError
 from xray_xai.sdk.interfaces import Preprocessing, Problem, Record
 
@@ -38,14 +38,15 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 else:  # DataLoader only needs __getitem__/__len__; avoids importing torch with this module
     _DatasetBase = object
 
-__all__ = ["Batch", "RecordDataset", "Skipped", "collate_skip_bad", "load_batch"]
+__all__ = ["Batch", "RecordDataset", "Skipped", "Warned", "collate_skip_bad", "load_batch"]
 
 
-def load_batch(paths: Iterable[str | Path], pre: Preprocessing) -> torch.Tensor:
-    """Read and preprocess films into ``(B, C, S, S)``; an unreadable file raises :class:`ImageError`."""
+def load_batch(paths: Iterable[str | Path], pre: Preprocessing, *, strict: bool = False) -> torch.Tensor:
+    """Read and preprocess films into ``(B, C, S, S)``; an unreadable file raises :class:`ImageError`, a film kept
+    despite damage issues a :class:`~xray_xai.data.images.DamagedImageWarning` (refused with ``strict``)."""
     import torch
 
-    tensors = [to_tensor(read_image(p), pre) for p in paths]
+    tensors = [to_tensor(read_image(p, strict=strict), pre) for p in paths]
     if not tensors:
         return torch.zeros((0, int(pre.channels), int(pre.input_size), int(pre.input_size)))
     return torch.stack(tensors)
@@ -61,9 +62,17 @@ class Skipped:
     size: int
 
 
+class Warned(tuple[Any, ...]):
+    """What :class:`RecordDataset` returns for a film kept despite damage: the usual ``(image, label, index)``, and
+    its ``warning`` (a :class:`Problem` of severity "warning"), which :func:`collate_skip_bad` reports."""
+
+    warning: Problem
+
+
 class Batch(NamedTuple):
     """A collated batch: ``images (B, C, S, S)``, ``labels (B,)`` float32 (NaN = unknown), ``indices (B,)`` into
-    the dataset, and the problems of the films dropped from this batch."""
+    the dataset, and the problems of the films dropped from this batch (severity "error") followed by the warnings
+    of the films kept in it despite damage (severity "warning"); :meth:`RecordDataset.add_skipped` sorts them."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -72,7 +81,8 @@ class Batch(NamedTuple):
 
 
 def collate_skip_bad(items: Sequence[Any]) -> Batch:
-    """DataLoader ``collate_fn`` that drops :class:`Skipped` items and reports them in ``Batch.problems``."""
+    """DataLoader ``collate_fn`` that drops :class:`Skipped` items and reports them, and the warnings of
+    :class:`Warned` ones, in ``Batch.problems``."""
     import torch
 
     good = [it for it in items if not isinstance(it, Skipped)]
@@ -85,15 +95,18 @@ def collate_skip_bad(items: Sequence[Any]) -> Batch:
         images = torch.zeros((0, c, s, s))
         labels = torch.zeros((0,), dtype=torch.float32)
     indices = torch.tensor([int(it[2]) for it in good], dtype=torch.long)
-    return Batch(images, labels, indices, [it.problem for it in bad])
+    warned = [it.warning for it in good if isinstance(it, Warned)]
+    return Batch(images, labels, indices, [it.problem for it in bad] + warned)
 
 
 class RecordDataset(_DatasetBase):
     """Records as a map-style torch dataset: ``ds[i] -> (image (C, S, S), label float32 scalar, i)``.
 
     The label is NaN when unknown. An unreadable film yields a :class:`Skipped` item instead of raising, and its
-    problem is added to ``.skipped``; use :func:`collate_skip_bad` as the DataLoader's ``collate_fn`` (see the module
-    docstring for the loop, including ``add_skipped`` with worker processes).
+    problem is added to ``.skipped``; a film kept despite damage (:func:`xray_xai.data.images.read_film`) yields a
+    :class:`Warned` item and its warning is added to ``.warnings``; with ``strict=True`` such a film is skipped
+    instead. Use :func:`collate_skip_bad` as the DataLoader's ``collate_fn`` (see the module docstring for the loop,
+    including ``add_skipped`` with worker processes).
     """
 
     def __init__(
@@ -103,11 +116,14 @@ class RecordDataset(_DatasetBase):
         augment: Augment | None = None,
         *,
         cache: bool = False,
+        strict: bool = False,
     ) -> None:
         self.records = list(records)
         self.pre = pre
         self.augment = augment
+        self.strict = strict
         self.skipped: list[Problem] = []
+        self.warnings: list[Problem] = []
         # Decoding dominates an epoch on real films (a 1024 px JPEG: ~55 ms; geometry + tensor: ~2 ms), so training
         # keeps each film in model geometry, as float16 (S*S*2 bytes: 100 KB at 224 px), after its first epoch.
         self.cache = cache
@@ -122,19 +138,23 @@ class RecordDataset(_DatasetBase):
         return np.array([np.nan if r.label is None else float(r.label) for r in self.records], dtype=np.float32)
 
     def add_skipped(self, problems: Iterable[Problem]) -> None:
-        """Record problems (once each), e.g. those a DataLoader worker reported through ``Batch.problems``."""
+        """Record problems (once each), e.g. those a DataLoader worker reported through ``Batch.problems``: errors
+        in ``.skipped``, warnings (films kept despite damage) in ``.warnings``."""
         for prob in problems:
-            if prob not in self.skipped:
-                self.skipped.append(prob)
+            into = self.warnings if prob.severity == "warning" else self.skipped
+            if prob not in into:
+                into.append(prob)
 
     def __getitem__(self, index: int) -> Any:
         import torch
 
         rec = self.records[index]
         film = self._films.get(index)
+        warning = None
         if film is None:
             try:
-                film = geometry(read_image(rec.path), self.pre)
+                film, warning = read_film(rec.path, strict=self.strict)
+                film = geometry(film, self.pre)
             except ImageError as exc:
                 prob = Problem(str(rec.path), exc.problem)
                 self.add_skipped([prob])
@@ -143,4 +163,9 @@ class RecordDataset(_DatasetBase):
                 film = self._films[index] = film.astype(np.float16)
         x = geometry_to_tensor(film, self.pre, augment=self.augment)
         label = torch.tensor(math.nan if rec.label is None else float(rec.label), dtype=torch.float32)
-        return x, label, int(index)
+        if warning is None:
+            return x, label, int(index)
+        self.add_skipped([warning])
+        item = Warned((x, label, int(index)))
+        item.warning = warning
+        return item
