@@ -389,7 +389,11 @@ def _salvage(fh: IO[bytes], name: str, exc: BaseException, strict: bool) -> tupl
     img, damage = found
     if strict or not damage.keep:
         img.close()
-        why = "refused: strict reading" if strict else f"refused: under {MIN_ROWS_DECODED:.0%} of the rows decoded"
+        why = (
+            f"refused: under {MIN_ROWS_DECODED:.0%} of the rows decoded"
+            if not damage.keep
+            else "refused: strict reading"
+        )
         raise ImageError(name, f"truncated or corrupt image ({damage.describe()}; {why})")
     return img, damage
 

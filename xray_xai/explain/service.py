@@ -204,13 +204,16 @@ def explain(
     params: dict[str, dict[str, Any]] | None = None,
     limit: int | None = None,
     show_progress: bool = True,
+    strict: bool = False,
 ) -> ExplainResult:
     """Explain images with every model and method; write figures, maps and metadata under ``out``.
 
     Images come from ``records``, or ``inputs`` (files/folders), or the data set at ``data`` (``split``,
     ``dataset`` plugin name; auto-detected by default). ``only="predicted-abnormal"`` keeps the images that at
     least one model predicts abnormal (probability >= ``threshold``). ``params`` maps a method name to its
-    options. With ``out=None`` nothing is written and the explanations are returned in memory.
+    options. With ``out=None`` nothing is written and the explanations are returned in memory. Films whose stream
+    ends early are explained with a warning (``warnings``, ``warnings.csv``) when little is missing, skipped when
+    ``strict`` (:func:`xray_xai.data.images.read_film`).
     """
     from xray_xai._util.progress import progress
     from xray_xai.sdk.explainer import score_sign
@@ -290,7 +293,7 @@ def explain(
 
     unreadable: list[Problem] = []
     for batch in progress(list(_batches(recs, todo, batch_size)), "explaining", enabled=show_progress):
-        prepared = _prepare(recs, batch, loaded, labels, unreadable)
+        prepared = _prepare(recs, batch, loaded, labels, unreadable, strict=strict, warned=result.warnings)
         if not prepared:
             continue
         if only == "predicted-abnormal":
@@ -363,17 +366,27 @@ def _batches(recs: Sequence[Record], todo: Sequence[int], size: int) -> Iterable
 
 
 def _prepare(
-    recs: Sequence[Record], batch: Sequence[int], models: Sequence[Model], labels: Sequence[str], skipped: list[Problem]
+    recs: Sequence[Record],
+    batch: Sequence[int],
+    models: Sequence[Model],
+    labels: Sequence[str],
+    skipped: list[Problem],
+    *,
+    strict: bool = False,
+    warned: list[Problem] | None = None,
 ) -> list[_Prepared]:
-    """Read each film once and preprocess it for every model; unreadable files are listed, not fatal."""
-    from xray_xai.data.images import read_image
+    """Read each film once and preprocess it for every model; unreadable files are listed, not fatal (and films
+    kept despite damage listed in ``warned``)."""
+    from xray_xai.data.images import read_film
     from xray_xai.data.preprocessing import geometry, to_tensor
 
     out = []
     for i in batch:
         rec = recs[i]
         try:
-            image = read_image(rec.path)
+            image, warning = read_film(rec.path, strict=strict)
+            if warning is not None and warned is not None:
+                warned.append(warning)
             films = {lab: geometry(image, m.preprocessing) for m, lab in zip(models, labels, strict=True)}
             tensors = {lab: to_tensor(image, m.preprocessing) for m, lab in zip(models, labels, strict=True)}
         except (XrayXaiError, ValueError, OSError) as exc:
@@ -638,7 +651,7 @@ def _sheet_entry(
 
 def _write_reports(out: Path, result: ExplainResult, sheet: list[dict[str, Any]], target: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    write_skipped_csv(out / "skipped.csv", result.skipped)
+    write_skipped_csv(out / "skipped.csv", result.skipped, warnings=result.warnings)
     if sheet:
         from xray_xai.explain.overlays import contact_sheet
 
