@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import badinputs as bad
 import pytest
 
 from xray_xai._util.fsutil import warnings_csv_path, write_skipped_csv
@@ -35,8 +36,6 @@ def test_write_skipped_csv_writes_both_lists(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def films(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A folder with two whole films, a slightly cut JPEG and a JPEG cut in half; and a tiny checkpoint."""
-    import badinputs as bad
-
     root = tmp_path_factory.mktemp("films")
     folder = root / "films"
     folder.mkdir()

@@ -101,26 +101,11 @@ def _unique_stems(records: Sequence[Record]) -> list[str]:
 
 # -- inputs ------------------------------------------------------------------------------------------------------
 def records_from_inputs(inputs: Iterable[str | Path]) -> tuple[list[Record], list[Problem]]:
-    """Records for image files and folders (searched recursively, sorted); a folder's files keep their relative
-    path as study so that equal file names in different folders stay apart. Missing paths become problems."""
-    from xray_xai.data.images import is_image_file
+    """Records for image files and folders: :func:`xray_xai.data.records.records_from_paths` (one study rule with
+    ``predict``)."""
+    from xray_xai.data.records import records_from_paths
 
-    records: list[Record] = []
-    problems: list[Problem] = []
-    for raw in inputs:
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
-            if not found:
-                problems.append(Problem(str(path), "folder holds no images"))
-            for p in found:
-                parent = p.parent.relative_to(path).as_posix()
-                records.append(Record(path=p, study=None if parent == "." else parent))
-        elif path.is_file():
-            records.append(Record(path=path))
-        else:
-            problems.append(Problem(str(path), "no such file or folder"))
-    return records, problems
+    return records_from_paths(inputs)
 
 
 def make_explainer(method: str, *, seed: int | None = 0, params: dict[str, Any] | None = None) -> Explainer:

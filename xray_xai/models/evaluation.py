@@ -255,29 +255,6 @@ def _plot_confusion(path: Path, image: dict[str, Any], study: dict[str, Any]) ->
     return path
 
 
-def _records_from_paths(inputs: Sequence[str | Path]) -> tuple[list[Record], list[Problem]]:
-    """Records for files and (recursively) folders of images; a study is the image's parent folder."""
-    from xray_xai.data.images import is_image_file
-
-    records: list[Record] = []
-    problems: list[Problem] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files = sorted(f for f in path.rglob("*") if f.is_file() and is_image_file(f))
-            if not files:
-                problems.append(Problem(str(path), "no image files in this folder"))
-            for f in files:
-                rel = f.parent.relative_to(path)
-                study = str(Path(path.name) / rel) if str(rel) != "." else path.name
-                records.append(Record(path=f, study=study))
-        elif path.is_file():
-            records.append(Record(path=path))
-        else:
-            problems.append(Problem(str(path), "no such file or folder"))
-    return records, problems
-
-
 def predict(
     model: str | Path | Model,
     inputs: Sequence[str | Path] | None = None,
@@ -296,16 +273,18 @@ def predict(
 ) -> tuple[list[dict[str, Any]], list[Problem]]:
     """Per-image rows ``{path, study, region, label, probability, prediction, study_probability}``, and skipped files.
 
-    ``inputs`` are image files or folders (labels unknown; a folder's images form a study per sub-folder), or give
+    ``inputs`` are image files or folders (study rule: :mod:`xray_xai.data.records`; a loose film is its own study,
+    a sub-folder's films one study, a MURA-layout path names its study and label), or give
     ``data_root`` (and ``split``) to predict a data set's records. ``study_probability`` is the mean over the
     study's views, ``None`` for a lone image. The problems list ends with the warnings (severity "warning") of
     films kept despite damage; ``strict`` skips those films instead.
     """
+    from xray_xai.data.records import records_from_paths
     from xray_xai.models.metrics import study_scores
 
     m = resolve_model(model, checkpoint)
     if inputs:
-        records, problems = _records_from_paths(inputs)
+        records, problems = records_from_paths(inputs)
     elif data_root is not None:
         from xray_xai.data.datasets import open_dataset
 
