@@ -196,13 +196,8 @@ class MuraDataset(DatasetPlugin):
         return False
 
     def _normalise_split(self, split: str | None) -> str | None:
-        if split is None or split == "all":
-            return None
-        split = self.aliases.get(split, split)
-        if split not in self.splits:
-            known = ", ".join([*self.splits, *self.aliases, "all"])
-            raise DataError(None, f"unknown split {split!r} for dataset {self.name!r}; expected one of {known}")
-        return split
+        wanted = self.resolve_split(split)
+        return None if wanted == "all" else wanted
 
     def _problem(self, path: Path | str, problem: str, severity: str = "error") -> None:
         self.problems.append(make_problem(path, problem, severity, self.mura_dir.parent))
