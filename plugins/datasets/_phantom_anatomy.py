@@ -235,6 +235,27 @@ def _hand_like(rng: np.random.Generator, view: str, region: str) -> Anatomy:
         parts.append(_blob(f"carpal{i + 1}", P(cu, cv + carpal_jit[i, 1]), a * k, b * k, ang, density=0.9))
     joints.append(Joint("radiocarpal", 0, "p1", 2, "p0"))
     joints.append(Joint("midcarpal", 3, "p0", 8, "p0"))
+    _hand_rays(P, k, lat, squeeze, spread, finger_len, bend, parts, joints, soft)
+    # soft tissue: palm, wrist, forearm
+    soft.append(_soft_blob(P(-0.03, 0.5), 0.46 * (0.55 if lat else 1.0) * k, 0.55 * k))
+    soft.append(_soft_blob(P(0.0, 0.95), 0.42 * (0.6 if lat else 1.0) * k, 0.3 * k))
+    soft.append(_soft_tube(P(0.0, 2.6), P(0.0, 1.0), 0.5 * (0.7 if lat else 1.0) * k, 0.44 * (0.7 if lat else 1.0) * k))
+    return Anatomy(region, view, parts, joints, soft)
+
+
+def _hand_rays(
+    P: Callable[[float, float], Vec],
+    k: float,
+    lat: bool,
+    squeeze: float,
+    spread: float,
+    finger_len: float,
+    bend: float,
+    parts: list[Part],
+    joints: list[Joint],
+    soft: list[Part],
+) -> None:
+    """Metacarpals and fingers 2-5, then the thumb, with their joints and soft tissue (no random draws)."""
     # metacarpals 2-5 and fingers
     mc_u = [-0.2, -0.03, 0.13, 0.27]
     fingers_len = [[0.62, 0.42, 0.26, 0.2], [0.64, 0.46, 0.29, 0.21], [0.6, 0.43, 0.27, 0.2], [0.52, 0.34, 0.22, 0.18]]
@@ -252,11 +273,7 @@ def _hand_like(rng: np.random.Generator, view: str, region: str) -> Anatomy:
             0.035,
             bend=bend if lat else 0.0,
         )
-        for p in ch:  # template -> canonical coordinates
-            p.p0 = P(*p.p0)
-            p.p1 = P(*p.p1)
-            p.r0, p.r1, p.flare0, p.flare1 = p.r0 * k, p.r1 * k, p.flare0 * k, p.flare1 * k
-            p.flare_len *= k
+        _to_canonical(ch, P, k)
         parts.extend(ch)
         joints.extend(_chain_joints(f"ray{f + 2}", first, len(ch)))
         soft.extend(_finger_soft(ch[1:], 2.1))
@@ -265,18 +282,19 @@ def _hand_like(rng: np.random.Generator, view: str, region: str) -> Anatomy:
     th = _chain(
         "ray1_", (-0.3 * squeeze, 0.86), -0.55 if not lat else -0.3, [0.42, 0.32, 0.24], [0.055, 0.05, 0.04], 0.035
     )
-    for p in th:
-        p.p0, p.p1 = P(*p.p0), P(*p.p1)
-        p.r0, p.r1, p.flare0, p.flare1 = p.r0 * k, p.r1 * k, p.flare0 * k, p.flare1 * k
-        p.flare_len *= k
+    _to_canonical(th, P, k)
     parts.extend(th)
     joints.extend(_chain_joints("ray1", first, len(th)))
     soft.extend(_finger_soft(th, 2.0))
-    # soft tissue: palm, wrist, forearm
-    soft.append(_soft_blob(P(-0.03, 0.5), 0.46 * (0.55 if lat else 1.0) * k, 0.55 * k))
-    soft.append(_soft_blob(P(0.0, 0.95), 0.42 * (0.6 if lat else 1.0) * k, 0.3 * k))
-    soft.append(_soft_tube(P(0.0, 2.6), P(0.0, 1.0), 0.5 * (0.7 if lat else 1.0) * k, 0.44 * (0.7 if lat else 1.0) * k))
-    return Anatomy(region, view, parts, joints, soft)
+
+
+def _to_canonical(chain: list[Part], P: Callable[[float, float], Vec], k: float) -> None:
+    """Template units -> canonical coordinates, in place."""
+    for p in chain:
+        p.p0 = P(*p.p0)
+        p.p1 = P(*p.p1)
+        p.r0, p.r1, p.flare0, p.flare1 = p.r0 * k, p.r1 * k, p.flare0 * k, p.flare1 * k
+        p.flare_len *= k
 
 
 def _hand(rng: np.random.Generator, view: str) -> Anatomy:

@@ -81,94 +81,117 @@ def draw_finding(anat: Anatomy, kind: str, rng: np.random.Generator, contrast: f
     long_bones = [i for i in anat.long_bones() if anat.parts[i].name not in ("neighbour", "rib")]
     bones = [i for i, p in enumerate(anat.parts) if p.name not in ("neighbour", "rib")]
     if kind == "fracture":
-        subtype = SUBTYPES[kind][int(u[0] * 3)]
-        long_bones = _visible(anat, long_bones, 0.25, 0.75)
-        bi = long_bones[int(u[1] * len(long_bones))]
-        bone = anat.parts[bi]
-        ta, tb = _visible_t(bone, 0.25, 0.75)
-        t = ta + (tb - ta) * u[2]
-        c = bone.point(t)
-        r = bone.radius_at(t)
-        ax = bone.axis()
-        tilt = 0.0 if subtype == "transverse" else (0.45 + 0.35 * u[3]) * (1 if u[4] < 0.5 else -1)
-        normal = _rot(ax, tilt)
-        perp = (-ax[1], ax[0])
-        shift = (0.0, 0.0)
-        if subtype == "displaced":
-            k = (0.3 + 0.35 * u[5]) * r * (1 if u[6] < 0.5 else -1)
-            shift = (perp[0] * k + ax[0] * 0.1 * r, perp[1] * k + ax[1] * 0.1 * r)
-        width = r * (0.12 + 0.06 * u[7])
-        bone.cut = (c, normal, shift, width, min(1.0, 0.9 * contrast))
-        return Finding(kind, subtype, bone.name, contrast)
+        return _fracture(anat, u, long_bones, contrast)
     if kind == "lesion":
-        subtype = SUBTYPES[kind][int(u[0] * 2)]
-        pool = _visible(anat, bones if u[8] < 0.3 or not long_bones else long_bones, 0.2, 0.8)
-        bi = pool[int(u[1] * len(pool))]
-        bone = anat.parts[bi]
-        ta, tb = _visible_t(bone, 0.2, 0.8)
-        t = ta + (tb - ta) * u[2] if bone.kind == "tube" else 0.0
-        c = bone.point(t)
-        r = bone.radius_at(t)
-        ax = bone.axis() if bone.kind == "tube" else (1.0, 0.0)
-        off = (u[3] - 0.5) * 0.5 * r
-        c = (c[0] - ax[1] * off, c[1] + ax[0] * off)
-        a = r * (0.55 + 0.35 * u[4])
-        b = a * (1.0 + 0.8 * u[5])
-        ang = math.atan2(ax[1], ax[0])
-        sign = -1.0 if subtype == "lytic" else 1.0
-        bone.lesions.append((c, b, a, ang, sign * min(1.0, 0.7 * contrast)))
-        return Finding(kind, subtype, bone.name, contrast)
+        return _lesion(anat, u, bones, long_bones, contrast)
     if kind == "degenerative":
-        joints = [
-            j
-            for j in anat.joints
-            if all(abs(x) < 0.85 for x in _end_point(anat.parts[j.a], j.a_end) + _end_point(anat.parts[j.b], j.b_end))
-        ] or anat.joints
-        j = joints[int(u[1] * len(joints))]
-        pa, pb = anat.parts[j.a], anat.parts[j.b]
-        ca, cb = _end_point(pa, j.a_end), _end_point(pb, j.b_end)
-        d = (cb[0] - ca[0], cb[1] - ca[1])
-        dist = math.hypot(*d) or 1e-6
-        axis = (d[0] / dist, d[1] / dist)
-        perp = (-axis[1], axis[0])
-        ra = pa.radius_at(1.0 if j.a_end == "p1" else 0.0) + (pa.flare1 if j.a_end == "p1" else pa.flare0)
-        rb = pb.radius_at(1.0 if j.b_end == "p1" else 0.0) + (pb.flare1 if j.b_end == "p1" else pb.flare0)
-        # narrow the joint space: move both ends towards each other by a share of the cartilage gap
-        gap = max(dist - ra - rb, 0.0) if pa.kind == "tube" and pb.kind == "tube" else 0.02
-        k = (0.3 + 0.15 * u[2]) * gap
-        for part, end, sgn in ((pa, j.a_end, 1.0), (pb, j.b_end, -1.0)):
-            e = _end_point(part, end)
-            moved = _add(e, axis, sgn * k)
-            if part.kind == "blob":
-                part.p0 = part.p1 = moved
-            elif end == "p0":
-                part.p0 = moved
-            else:
-                part.p1 = moved
-        mid = ((ca[0] + cb[0]) / 2, (ca[1] + cb[1]) / 2)
-        rj = max(min(ra, rb), 0.02)
-        for part, side in ((pa, -1.0), (pb, 1.0)):
-            part.sclerosis.append((_add(mid, axis, side * rj * 0.5), rj * 0.9, min(1.5, 0.8 * contrast)))
-        n_ost = 2 + int(u[3] * 3)
-        for i in range(n_ost):
-            lat_side = 1.0 if i % 2 == 0 else -1.0
-            along = (-1.0 if i < 2 else 1.0) * (0.25 + 0.3 * u[4 + i])
-            c = _add(_add(mid, perp, lat_side * rj * (1.0 + 0.1 * u[8])), axis, along * rj)
-            size = rj * (0.22 + 0.15 * u[9])
-            anat.parts.append(
-                _blob(
-                    "osteophyte",
-                    c,
-                    size * 1.4,
-                    size * 0.8,
-                    math.atan2(axis[1], axis[0]),
-                    density=1.0 + 0.5 * contrast,
-                    cortex=0.5,
-                    finding=True,
-                )
+        return _degenerative(anat, u, contrast)
+    return _hardware(anat, u, long_bones, contrast)
+
+
+def _fracture(anat: Anatomy, u: np.ndarray, long_bones: list[int], contrast: float) -> Finding:
+    """A cut across a long bone (transverse, oblique or displaced), from the draws ``u``."""
+    kind = "fracture"
+    subtype = SUBTYPES[kind][int(u[0] * 3)]
+    long_bones = _visible(anat, long_bones, 0.25, 0.75)
+    bi = long_bones[int(u[1] * len(long_bones))]
+    bone = anat.parts[bi]
+    ta, tb = _visible_t(bone, 0.25, 0.75)
+    t = ta + (tb - ta) * u[2]
+    c = bone.point(t)
+    r = bone.radius_at(t)
+    ax = bone.axis()
+    tilt = 0.0 if subtype == "transverse" else (0.45 + 0.35 * u[3]) * (1 if u[4] < 0.5 else -1)
+    normal = _rot(ax, tilt)
+    perp = (-ax[1], ax[0])
+    shift = (0.0, 0.0)
+    if subtype == "displaced":
+        k = (0.3 + 0.35 * u[5]) * r * (1 if u[6] < 0.5 else -1)
+        shift = (perp[0] * k + ax[0] * 0.1 * r, perp[1] * k + ax[1] * 0.1 * r)
+    width = r * (0.12 + 0.06 * u[7])
+    bone.cut = (c, normal, shift, width, min(1.0, 0.9 * contrast))
+    return Finding(kind, subtype, bone.name, contrast)
+
+
+def _lesion(anat: Anatomy, u: np.ndarray, bones: list[int], long_bones: list[int], contrast: float) -> Finding:
+    """A lytic (dark) or sclerotic (bright) ellipse inside a bone, from the draws ``u``."""
+    kind = "lesion"
+    subtype = SUBTYPES[kind][int(u[0] * 2)]
+    pool = _visible(anat, bones if u[8] < 0.3 or not long_bones else long_bones, 0.2, 0.8)
+    bi = pool[int(u[1] * len(pool))]
+    bone = anat.parts[bi]
+    ta, tb = _visible_t(bone, 0.2, 0.8)
+    t = ta + (tb - ta) * u[2] if bone.kind == "tube" else 0.0
+    c = bone.point(t)
+    r = bone.radius_at(t)
+    ax = bone.axis() if bone.kind == "tube" else (1.0, 0.0)
+    off = (u[3] - 0.5) * 0.5 * r
+    c = (c[0] - ax[1] * off, c[1] + ax[0] * off)
+    a = r * (0.55 + 0.35 * u[4])
+    b = a * (1.0 + 0.8 * u[5])
+    ang = math.atan2(ax[1], ax[0])
+    sign = -1.0 if subtype == "lytic" else 1.0
+    bone.lesions.append((c, b, a, ang, sign * min(1.0, 0.7 * contrast)))
+    return Finding(kind, subtype, bone.name, contrast)
+
+
+def _degenerative(anat: Anatomy, u: np.ndarray, contrast: float) -> Finding:
+    """Osteoarthritis of a joint: narrowed space, sclerosis and osteophytes, from the draws ``u``."""
+    kind = "degenerative"
+    joints = [
+        j
+        for j in anat.joints
+        if all(abs(x) < 0.85 for x in _end_point(anat.parts[j.a], j.a_end) + _end_point(anat.parts[j.b], j.b_end))
+    ] or anat.joints
+    j = joints[int(u[1] * len(joints))]
+    pa, pb = anat.parts[j.a], anat.parts[j.b]
+    ca, cb = _end_point(pa, j.a_end), _end_point(pb, j.b_end)
+    d = (cb[0] - ca[0], cb[1] - ca[1])
+    dist = math.hypot(*d) or 1e-6
+    axis = (d[0] / dist, d[1] / dist)
+    perp = (-axis[1], axis[0])
+    ra = pa.radius_at(1.0 if j.a_end == "p1" else 0.0) + (pa.flare1 if j.a_end == "p1" else pa.flare0)
+    rb = pb.radius_at(1.0 if j.b_end == "p1" else 0.0) + (pb.flare1 if j.b_end == "p1" else pb.flare0)
+    # narrow the joint space: move both ends towards each other by a share of the cartilage gap
+    gap = max(dist - ra - rb, 0.0) if pa.kind == "tube" and pb.kind == "tube" else 0.02
+    k = (0.3 + 0.15 * u[2]) * gap
+    for part, end, sgn in ((pa, j.a_end, 1.0), (pb, j.b_end, -1.0)):
+        e = _end_point(part, end)
+        moved = _add(e, axis, sgn * k)
+        if part.kind == "blob":
+            part.p0 = part.p1 = moved
+        elif end == "p0":
+            part.p0 = moved
+        else:
+            part.p1 = moved
+    mid = ((ca[0] + cb[0]) / 2, (ca[1] + cb[1]) / 2)
+    rj = max(min(ra, rb), 0.02)
+    for part, side in ((pa, -1.0), (pb, 1.0)):
+        part.sclerosis.append((_add(mid, axis, side * rj * 0.5), rj * 0.9, min(1.5, 0.8 * contrast)))
+    n_ost = 2 + int(u[3] * 3)
+    for i in range(n_ost):
+        lat_side = 1.0 if i % 2 == 0 else -1.0
+        along = (-1.0 if i < 2 else 1.0) * (0.25 + 0.3 * u[4 + i])
+        c = _add(_add(mid, perp, lat_side * rj * (1.0 + 0.1 * u[8])), axis, along * rj)
+        size = rj * (0.22 + 0.15 * u[9])
+        anat.parts.append(
+            _blob(
+                "osteophyte",
+                c,
+                size * 1.4,
+                size * 0.8,
+                math.atan2(axis[1], axis[0]),
+                density=1.0 + 0.5 * contrast,
+                cortex=0.5,
+                finding=True,
             )
-        return Finding(kind, "osteoarthritis", j.name, contrast)
-    # hardware
+        )
+    return Finding(kind, "osteoarthritis", j.name, contrast)
+
+
+def _hardware(anat: Anatomy, u: np.ndarray, long_bones: list[int], contrast: float) -> Finding:
+    """Orthopaedic metal on a long bone (plate, nail, wires or a shoulder arthroplasty), from the draws ``u``."""
+    kind = "hardware"
     long_bones = _visible(anat, long_bones, 0.2, 0.8)
     bi = long_bones[int(u[1] * len(long_bones))]
     bone = anat.parts[bi]
@@ -181,6 +204,16 @@ def draw_finding(anat: Anatomy, kind: str, rng: np.random.Generator, contrast: f
     ax = bone.axis()
     perp = (-ax[1], ax[0])
     metal = 4.0 * min(1.5, max(0.15, contrast))
+    bone = _place_metal(anat, bone, subtype, u, ax, perp)
+    for m in anat.metal:
+        m.density = metal
+        m.finding = True
+    return Finding(kind, subtype, bone.name if subtype != "arthroplasty" else "humeral_head", contrast)
+
+
+def _place_metal(anat: Anatomy, bone: Part, subtype: str, u: np.ndarray, ax: Vec, perp: Vec) -> Part:
+    """Add the metal parts of ``subtype`` to ``anat.metal``; returns the bone they sit on (the humerus for an
+    arthroplasty)."""
     if subtype == "arthroplasty":
         head, bone = anat.parts[0], anat.parts[1]
         head.density *= 0.2
@@ -224,7 +257,4 @@ def draw_finding(anat: Anatomy, kind: str, rng: np.random.Generator, contrast: f
                 _tube("screw", c, _add(c, perp, -side * rr * 2.3), rr * 0.13, profile="solid", layer="metal")
             )
             anat.metal.append(_blob("screw_head", c, rr * 0.3, rr * 0.22, profile="solid", layer="metal"))
-    for m in anat.metal:
-        m.density = metal
-        m.finding = True
-    return Finding(kind, subtype, bone.name if subtype != "arthroplasty" else "humeral_head", contrast)
+    return bone

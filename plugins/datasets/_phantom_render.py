@@ -286,33 +286,8 @@ def render(
     img = img + (0.99 - img) * opaque
     img = ndimage.gaussian_filter(img, max(0.5, h / 512.0))
     img = img + vp.noise * np.sqrt(np.clip(img, 0.0, 1.0) + 0.05) * rng.standard_normal((h, w), dtype=np.float32)
-    # collimation bands (unexposed film: bright; or cropped dark), slightly noisy
-    top, bottom, left, right = vp.collimation
-    coll = np.zeros((h, w), bool)
-    if top:
-        coll[:top] = True
-    if bottom:
-        coll[h - bottom :] = True
-    if left:
-        coll[:, :left] = True
-    if right:
-        coll[:, w - right :] = True
-    if coll.any():
-        level = 0.85 if vp.collimation_style == "bright" else 0.02
-        img[coll] = level + 0.01 * rng.standard_normal(int(coll.sum()), dtype=np.float32)
-    # burned-in marker inside the exposed field, near a corner
-    mh = max(7, round(0.085 * h))
-    mw = max(6, round(mh * 0.8))
-    pad = max(2, round(0.03 * min(h, w)))
-    x0 = left + pad if vp.marker_corner[1] == "l" else w - right - pad - mw
-    y0 = top + pad if vp.marker_corner[0] == "t" else h - bottom - pad - mh
-    x0 = int(min(max(x0, 0), w - mw))
-    y0 = int(min(max(y0, 0), h - mh))
-    letter = _letter(vp.marker, mh, mw, max(0.8, mh * 0.09))
-    box = img[y0 : y0 + mh, x0 : x0 + mw]
-    img[y0 : y0 + mh, x0 : x0 + mw] = 0.12 * (1 - letter) + 0.97 * letter + 0.02 * box
-    marker_mask = np.zeros((h, w), bool)
-    marker_mask[y0 : y0 + mh, x0 : x0 + mw] = True
+    coll = _collimate(img, vp, rng)
+    marker_mask, (x0, y0, mw, mh) = _burn_marker(img, vp)
     img = np.clip(img, 0.0, 1.0).astype(np.float32)
     finding &= ~coll & ~marker_mask
     masks = {
@@ -328,6 +303,47 @@ def render(
         "collimation": dict(zip(("top", "bottom", "left", "right"), vp.collimation, strict=True)),
     }
     return img, masks, facts
+
+
+def _collimate(img: np.ndarray, vp: ViewParams, rng: np.random.Generator) -> np.ndarray:
+    """Paint the collimation bands of ``vp`` into ``img`` (in place); returns their mask."""
+    h, w = img.shape
+    # collimation bands (unexposed film: bright; or cropped dark), slightly noisy
+    top, bottom, left, right = vp.collimation
+    coll = np.zeros((h, w), bool)
+    if top:
+        coll[:top] = True
+    if bottom:
+        coll[h - bottom :] = True
+    if left:
+        coll[:, :left] = True
+    if right:
+        coll[:, w - right :] = True
+    if coll.any():
+        level = 0.85 if vp.collimation_style == "bright" else 0.02
+        img[coll] = level + 0.01 * rng.standard_normal(int(coll.sum()), dtype=np.float32)
+    return coll
+
+
+def _burn_marker(img: np.ndarray, vp: ViewParams) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Burn the L/R marker into ``img`` (in place) inside the exposed field, near ``vp``'s corner; returns its mask
+    and ``(x0, y0, width, height)``."""
+    h, w = img.shape
+    top, bottom, left, right = vp.collimation
+    # burned-in marker inside the exposed field, near a corner
+    mh = max(7, round(0.085 * h))
+    mw = max(6, round(mh * 0.8))
+    pad = max(2, round(0.03 * min(h, w)))
+    x0 = left + pad if vp.marker_corner[1] == "l" else w - right - pad - mw
+    y0 = top + pad if vp.marker_corner[0] == "t" else h - bottom - pad - mh
+    x0 = int(min(max(x0, 0), w - mw))
+    y0 = int(min(max(y0, 0), h - mh))
+    letter = _letter(vp.marker, mh, mw, max(0.8, mh * 0.09))
+    box = img[y0 : y0 + mh, x0 : x0 + mw]
+    img[y0 : y0 + mh, x0 : x0 + mw] = 0.12 * (1 - letter) + 0.97 * letter + 0.02 * box
+    marker_mask = np.zeros((h, w), bool)
+    marker_mask[y0 : y0 + mh, x0 : x0 + mw] = True
+    return marker_mask, (x0, y0, mw, mh)
 
 
 def phantom(
