@@ -24,6 +24,7 @@ from PIL import Image
 __all__ = [
     "BAD_IMAGES",
     "GOOD_ODD_IMAGES",
+    "KEPT_DAMAGED_IMAGES",
     "PickleBomb",
     "cmyk_jpeg",
     "corrupt_dicom",
@@ -45,6 +46,7 @@ __all__ = [
     "png_bytes",
     "poison",
     "rgba_png",
+    "slightly_cut_film",
     "text_as_png",
     "tiny_checkpoint",
     "torch_pickle_checkpoint",
@@ -91,6 +93,16 @@ def truncated_jpeg(folder: Path, name: str = "truncated.jpg") -> Path:
     data = _jpeg_bytes()
     path = folder / name
     path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def slightly_cut_film(folder: Path, name: str = "slightly_cut.jpg", *, size: int = 256, cut: int = 40) -> Path:
+    """A film (PNG or JPEG by ``name``) whose last ``cut`` bytes are gone: end marker lost, a few rows missing.
+
+    Kept with a warning by default, refused with ``strict``: :mod:`xray_xai.data.damaged` measures the damage."""
+    data = png_bytes(size) if name.lower().endswith(".png") else _jpeg_bytes(size)
+    path = folder / name
+    path.write_bytes(data[:-cut])
     return path
 
 
@@ -273,6 +285,12 @@ GOOD_ODD_IMAGES: dict[str, Writer] = {
     "palette": palette_png,
     "cmyk-jpeg": cmyk_jpeg,
     "valid-dicom": valid_dicom,
+}
+
+#: films whose stream ends a little early: read (with a warning naming the damage), refused only with ``strict``.
+KEPT_DAMAGED_IMAGES: dict[str, Writer] = {
+    "slightly-cut-png": lambda folder: slightly_cut_film(folder, "slightly_cut.png"),
+    "slightly-cut-jpeg": lambda folder: slightly_cut_film(folder, "slightly_cut.jpg"),
 }
 
 

@@ -146,3 +146,66 @@ def test_not_fracatlas(tmp_path: Path) -> None:
     assert not FracAtlasDataset.detect(tmp_path)
     with pytest.raises(DataError, match="not a FracAtlas layout"):
         FracAtlasDataset(tmp_path)
+
+
+def _cut_films(real: FracAtlasDataset) -> list[Path]:
+    """The films of the real copy whose JPEG stream ends before its end marker (no FF D9 anywhere: entropy-coded
+    data never holds it, and these files carry no thumbnail). 24 more end in stray bytes after their end marker;
+    they decode whole."""
+    return [p for p in sorted((real.data_dir / "images").rglob("*.jpg")) if b"\xff\xd9" not in p.read_bytes()]
+
+
+def test_real_cut_films_are_kept_with_warnings_or_refused_by_measured_damage(real: FracAtlasDataset) -> None:
+    """47 films of the copy end early; PIL refuses all. 27 lose at most a tenth of their rows: kept, with a warning;
+    20 lose more (12-55 %): refused with the measurement. ``strict`` refuses all 47."""
+    import numpy as np
+
+    from xray_xai.data.images import read_film
+    from xray_xai.errors import ImageError
+
+    cut = _cut_films(real)
+    assert len(cut) == 47
+    kept, refused = [], []
+    for path in cut:
+        try:
+            film = read_film(path)
+        except ImageError as exc:
+            assert "stream ends early" in str(exc) and "refused: under 90% of the rows decoded" in str(exc)
+            refused.append(path)
+        else:
+            assert film.warning is not None and film.warning.path == str(path)
+            assert film.pixels.shape[0] in (373, 454) and np.isfinite(film.pixels).all()
+            kept.append(path)
+        with pytest.raises(ImageError, match=r"refused: (strict|under 90%)"):
+            read_film(path, strict=True)
+    assert (len(kept), len(refused)) == (27, 20)
+    by_name = {p.name: p for p in cut}
+    film = read_film(by_name["IMG0004256.jpg"])
+    assert str(film.warning).endswith(
+        "IMG0004256.jpg: JPEG stream ends early (no end marker), 414 of 454 rows decoded (91.2 %), "
+        "the last 40 black: kept"
+    )
+    with pytest.raises(ImageError, match=r"206 of 454 rows decoded \(45\.4 %\)"):
+        read_film(by_name["IMG0004145.jpg"])
+
+
+def test_real_cut_film_rows_match_pils_own_partial_decode(
+    real: FracAtlasDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decoded rows are PIL's pixels (PIL's LOAD_TRUNCATED_IMAGES decode agrees on them)."""
+    import numpy as np
+    from PIL import ImageFile
+
+    from xray_xai.data.images import _pil_to_gray, read_film
+
+    path = next(p for p in _cut_films(real) if p.name == "IMG0004256.jpg")
+    with monkeypatch.context() as patch:
+        patch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+        with Image.open(path) as img:
+            img.load()
+            theirs = _pil_to_gray(img)
+    film = read_film(path)
+    assert film.warning is not None
+    ours = film.pixels
+    np.testing.assert_array_equal(ours[:414], theirs[:414])
+    assert not ours[414:].any()

@@ -393,3 +393,72 @@ def test_fracatlas_film(fracatlas_root: Path) -> None:
     film = read_image(path)
     assert film.shape == image_size(path) and max(film.shape) <= 1024
     assert film.dtype == np.float32 and 0.0 <= film.min() < film.max() <= 1.0
+
+
+# ------------------------------------------------------------------------------------------ films cut short (item 7)
+
+
+def _cut(tmp_path: Path, suffix: str, cut: int | None) -> tuple[Path, np.ndarray]:
+    """A 256 px noisy film saved as ``suffix``, then its last ``cut`` bytes removed (None: half the file)."""
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[0:256, 0:256]
+    film = ((x + y) / 512 * 200 + rng.integers(0, 55, (256, 256))).astype(np.uint8)
+    full = tmp_path / f"full{suffix}"
+    Image.fromarray(film).save(full, **({"quality": 90} if suffix == ".jpg" else {}))
+    data = full.read_bytes()
+    cut_path = tmp_path / f"cut{suffix}"
+    cut_path.write_bytes(data[: len(data) // 2] if cut is None else data[:-cut])
+    return cut_path, read_image(full)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_slightly_cut_film_is_kept_with_a_warning_naming_file_and_damage(tmp_path: Path, suffix: str) -> None:
+    path, whole = _cut(tmp_path, suffix, 40)
+    film = xio.read_film(path)
+    assert film.warning is not None and film.warning.severity == "warning"
+    text = str(film.warning)
+    kind = "PNG" if suffix == ".png" else "JPEG"
+    assert text.startswith(f"{path}: {kind} stream ends early") and text.endswith(": kept"), text
+    rows = int(text.split(" rows decoded")[0].split(", ")[-1].split(" of ")[0])
+    assert 0.9 * 256 <= rows < 256 and f"the last {256 - rows} black" in text
+    # the rows in the file decode as in the whole file; the rest is black
+    np.testing.assert_array_equal(film.pixels[:rows], whole[:rows])
+    assert not film.pixels[rows:].any()
+    with pytest.warns(xio.DamagedImageWarning, match="stream ends early"):
+        np.testing.assert_array_equal(read_image(path), film.pixels)
+    with pytest.warns(xio.DamagedImageWarning):
+        read_image_bytes(path.read_bytes(), name=path.name)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_slightly_cut_film_is_refused_when_strict(tmp_path: Path, suffix: str) -> None:
+    path, _ = _cut(tmp_path, suffix, 40)
+    with pytest.raises(ImageError, match=r"truncated or corrupt image \(.* stream ends early .*refused: strict"):
+        xio.read_film(path, strict=True)
+    with pytest.raises(ImageError, match="refused: strict"):
+        read_image_bytes(path.read_bytes(), name=path.name, strict=True)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_badly_cut_film_is_refused_with_the_measured_damage(tmp_path: Path, suffix: str) -> None:
+    path, _ = _cut(tmp_path, suffix, None)
+    for strict in (False, True):
+        with pytest.raises(ImageError, match=r"stream ends early .* of 256 rows decoded \(\d+\.\d %\)") as info:
+            xio.read_film(path, strict=strict)
+        assert str(info.value).startswith(f"{path}: truncated or corrupt image (")
+
+
+def test_whole_films_carry_no_warning(tmp_path: Path) -> None:
+    _, whole = _cut(tmp_path, ".jpg", 40)
+    film = xio.read_film(tmp_path / "full.jpg")
+    assert film.warning is None
+    np.testing.assert_array_equal(film.pixels, whole)
+
+
+def test_damage_threshold_is_the_documented_one() -> None:
+    from xray_xai.data.damaged import MIN_ROWS_DECODED, Damage
+
+    assert MIN_ROWS_DECODED == 0.90
+    assert Damage("JPEG", 414, 454, 66).keep and not Damage("JPEG", 398, 454, 22).keep
+    assert Damage("PNG", 9, 10, 0).keep and not Damage("PNG", 0, 0, 0).keep
+    assert Damage("JPEG", 454, 454, 0).describe() == "JPEG stream ends early (no end marker), all 454 rows decoded"

@@ -215,3 +215,18 @@ def test_unknown_split_and_contract(mura: Path) -> None:
     with pytest.raises(DataError, match="unknown split"):
         ds.records("training")
     check_dataset(ds)
+
+
+def test_split_aliases_live_in_resolve_split() -> None:
+    """One home for split aliases: DatasetPlugin.resolve_split, used by the readers and by clustering."""
+    from xray_xai_plugins.datasets.folder import FolderDataset
+    from xray_xai_plugins.datasets.fracatlas import FracAtlasDataset
+
+    assert [MuraDataset.resolve_split(s) for s in (None, "all", "train", "test", "valid", "validation")] == [
+        "all", "all", "train", "test", "test", "test"
+    ]  # fmt: skip
+    assert FracAtlasDataset.resolve_split("valid") == "val" and FracAtlasDataset.resolve_split("val") == "val"
+    assert FolderDataset.resolve_split(None) == "all"
+    for cls in (MuraDataset, FracAtlasDataset, FolderDataset):
+        with pytest.raises(DataError, match=r"unknown split 'bogus' for dataset .*; expected one of .*all"):
+            cls.resolve_split("bogus")

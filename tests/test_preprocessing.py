@@ -9,21 +9,19 @@ import pytest
 import torch
 from PIL import Image
 
-from xray_xai.data.masks import boxes_mask
-from xray_xai.data.preprocessing import (
+from xray_xai.data.augment import Augment
+from xray_xai.data.geometry import (
     PRESETS,
-    Augment,
-    RecordDataset,
-    collate_skip_bad,
     denormalize,
     geometry,
     geometry_boxes,
     geometry_mask,
     geometry_points,
-    load_batch,
     preset,
     to_tensor,
 )
+from xray_xai.data.loader import RecordDataset, collate_skip_bad, load_batch
+from xray_xai.data.masks import boxes_mask
 from xray_xai.errors import XrayXaiError
 from xray_xai.sdk.interfaces import IMAGENET_MEAN, IMAGENET_STD, Box, Preprocessing, Record
 
@@ -249,8 +247,6 @@ def test_record_dataset_skips_bad_files(tmp_path: Path) -> None:
 
 
 def test_augment_presets() -> None:
-    from xray_xai.data.preprocessing import Augment
-
     light = Augment.preset("light")
     assert light is not None and light.degrees == 10.0 and light.translate == 0.0 and light.scale == (1.0, 1.0)
     std = Augment.preset("standard")
@@ -259,7 +255,7 @@ def test_augment_presets() -> None:
     with pytest.raises(ValueError, match="unknown augmentation"):
         Augment.preset("heavy")
     from xray_xai.cli.train import train as train_command
-    from xray_xai.data.preprocessing import AUGMENTATIONS
+    from xray_xai.data.augment import AUGMENTATIONS
 
     (option,) = [p for p in train_command.params if p.name == "augment"]
     assert tuple(option.type.choices) == AUGMENTATIONS  # type: ignore[attr-defined]  # the CLI lists every preset
@@ -267,3 +263,53 @@ def test_augment_presets() -> None:
     g = torch.Generator().manual_seed(0)
     out = light(x, generator=g)
     assert out.shape == x.shape
+
+
+def test_preprocessing_module_re_exports_the_moved_names() -> None:
+    from xray_xai.data import augment, geometry, loader, preprocessing
+
+    for name in preprocessing.__all__:
+        home = next(m for m in (geometry, augment, loader) if name in m.__all__)
+        assert getattr(preprocessing, name) is getattr(home, name), name
+
+
+def _cut_film(path: Path, cut: int | None) -> Path:
+    rng = np.random.default_rng(2)
+    buf = path.with_suffix(".full" + path.suffix)
+    Image.fromarray(rng.integers(0, 255, (128, 128), dtype=np.uint8)).save(buf, format="JPEG", quality=90)
+    data = buf.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if cut is None else data[:-cut])
+    return path
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_record_dataset_keeps_slightly_cut_films_with_warnings(tmp_path: Path, workers: int) -> None:
+    """A film whose stream ends a little early is read and reported as a warning (also from a worker process); a
+    badly cut one is skipped; ``strict`` skips both."""
+    from torch.utils.data import DataLoader
+
+    from xray_xai.data.loader import Warned
+
+    records = [
+        Record(_write(tmp_path / "a.png", 10), label=1),
+        Record(_cut_film(tmp_path / "slight.jpg", 30), label=0),
+        Record(_cut_film(tmp_path / "half.jpg", None), label=0),
+    ]
+    pre = preset("resize-256-minmax", S)
+    for strict in (False, True):
+        ds = RecordDataset(records, pre, strict=strict)
+        loader = DataLoader(ds, batch_size=3, collate_fn=collate_skip_bad, num_workers=workers)
+        seen = []
+        for batch in loader:
+            ds.add_skipped(batch.problems)
+            seen += batch.indices.tolist()
+        skipped = sorted(Path(p.path).name for p in ds.skipped)
+        if strict:
+            assert seen == [0] and skipped == ["half.jpg", "slight.jpg"] and ds.warnings == []
+            assert "refused: strict" in next(p.problem for p in ds.skipped if p.path.endswith("slight.jpg"))
+        else:
+            assert seen == [0, 1] and skipped == ["half.jpg"]
+            assert [(Path(w.path).name, w.severity) for w in ds.warnings] == [("slight.jpg", "warning")]
+            assert "JPEG stream ends early" in ds.warnings[0].problem and ds.warnings[0].problem.endswith(": kept")
+    item = RecordDataset(records, pre)[1]
+    assert isinstance(item, Warned) and len(item) == 3 and item[2] == 1 and item.warning.severity == "warning"

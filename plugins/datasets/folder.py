@@ -87,8 +87,7 @@ class FolderDataset(DatasetPlugin):
         return root.is_dir() and any(looks_like_image(p) for p in _walk(root))
 
     def records(self, split: str | None = None) -> list[Record]:
-        if split not in (None, "all"):
-            raise DataError(None, f"unknown split {split!r} for dataset {self.name!r}; expected all")
+        self.resolve_split(split)  # "all" is the only split: anything else is a DataError
         return list(self._records)
 
     # -- internals ---------------------------------------------------------------------------------------------

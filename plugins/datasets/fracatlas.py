@@ -147,12 +147,9 @@ class FracAtlasDataset(DatasetPlugin):
         return (data_dir / "dataset.csv").is_file() and (data_dir / "images").is_dir()
 
     def records(self, split: str | None = None) -> list[Record]:
-        if split is None or split == "all":
+        wanted = self.resolve_split(split)
+        if wanted == "all":
             return list(self._records)
-        wanted = self.aliases.get(split, split)
-        if wanted not in self.splits:
-            known = ", ".join([*self.splits, *self.aliases, "all"])
-            raise DataError(None, f"unknown split {split!r} for dataset {self.name!r}; expected one of {known}")
         return [r for r in self._records if r.split == wanted]
 
     # -- internals ---------------------------------------------------------------------------------------------

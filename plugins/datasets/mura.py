@@ -196,13 +196,8 @@ class MuraDataset(DatasetPlugin):
         return False
 
     def _normalise_split(self, split: str | None) -> str | None:
-        if split is None or split == "all":
-            return None
-        split = self.aliases.get(split, split)
-        if split not in self.splits:
-            known = ", ".join([*self.splits, *self.aliases, "all"])
-            raise DataError(None, f"unknown split {split!r} for dataset {self.name!r}; expected one of {known}")
-        return split
+        wanted = self.resolve_split(split)
+        return None if wanted == "all" else wanted
 
     def _problem(self, path: Path | str, problem: str, severity: str = "error") -> None:
         self.problems.append(make_problem(path, problem, severity, self.mura_dir.parent))
@@ -221,8 +216,12 @@ class MuraDataset(DatasetPlugin):
         studies_csv = self.mura_dir / f"{mura_split}_labeled_studies.csv"
         if not base.is_dir() and not paths_csv.is_file() and not studies_csv.is_file():
             return []  # this MURA split is simply not there (e.g. only train/ was unpacked)
+        on_disk = self._on_disk(base, mura_split)
+        csv_images, csv_labels = self._listed(paths_csv, studies_csv, mura_split)
+        return self._reconcile(mura_split, on_disk, csv_images, csv_labels, paths_csv)
 
-        # 1. what is on disk: study folder (relative parts) -> image files
+    def _on_disk(self, base: Path, mura_split: str) -> dict[tuple[str, ...], list[Path]]:
+        """1. What is on disk: study folder (relative parts) -> image files."""
         on_disk: dict[tuple[str, ...], list[Path]] = {}
         if base.is_dir():
             for region_dir in _subdirs(base):
@@ -237,7 +236,12 @@ class MuraDataset(DatasetPlugin):
         else:
             self._problem(base, "folder missing although its CSVs exist")
 
-        # 2. what the CSVs say
+        return on_disk
+
+    def _listed(
+        self, paths_csv: Path, studies_csv: Path, mura_split: str
+    ) -> tuple[dict[tuple[str, ...], list[str]] | None, dict[tuple[str, ...], int] | None]:
+        """2. What the CSVs say: study -> image names, study -> label (None for a missing CSV)."""
         csv_images: dict[tuple[str, ...], list[str]] | None = None
         if paths_csv.is_file():
             csv_images = {}
@@ -261,7 +265,17 @@ class MuraDataset(DatasetPlugin):
         else:
             self._problem(studies_csv, "missing; labels taken from the study folder names", "warning")
 
-        # 3. reconcile
+        return csv_images, csv_labels
+
+    def _reconcile(
+        self,
+        mura_split: str,
+        on_disk: dict[tuple[str, ...], list[Path]],
+        csv_images: dict[tuple[str, ...], list[str]] | None,
+        csv_labels: dict[tuple[str, ...], int] | None,
+        paths_csv: Path,
+    ) -> list[Record]:
+        """3. Disk and CSVs reconciled into records, problems noted."""
         study_keys: set[tuple[str, ...]] = set(on_disk) | set(csv_images or {}) | set(csv_labels or {})
         out: list[Record] = []
         for key in sorted(study_keys, key=lambda k: _natural("/".join(k))):  # keys have 4 parts

@@ -21,6 +21,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "json_default",
+    "warnings_csv_path",
     "write_skipped_csv",
 ]
 
@@ -87,11 +88,34 @@ def json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def write_skipped_csv(target: str | Path, problems: Iterable[Problem]) -> Path:
-    """Write the files a batch command skipped as CSV (``path,problem``) atomically, so every command lists them alike.
+def warnings_csv_path(skipped_csv: str | Path) -> Path:
+    """Where the warnings go beside a skipped list: ``skipped.csv`` -> ``warnings.csv``,
+    ``preds.skipped.csv`` -> ``preds.warnings.csv``, any other ``NAME.csv`` -> ``NAME.warnings.csv``."""
+    path = Path(skipped_csv)
+    name = path.name
+    if "skipped" in name:
+        head, _, tail = name.rpartition("skipped")
+        return path.with_name(f"{head}warnings{tail}")
+    return path.with_name(f"{path.stem}.warnings.csv")
 
-    The header is written even when nothing was skipped, so a script can always read the file.
+
+def write_skipped_csv(
+    target: str | Path, problems: Iterable[Problem], warnings: Iterable[Problem] | None = None
+) -> Path:
+    """Write the files a batch command skipped as CSV (``path,problem``) atomically, so every command lists them alike,
+    and beside it (:func:`warnings_csv_path`) the films it kept with a warning (films whose stream ends a little
+    early, see :func:`xray_xai.data.images.read_film`), in the same columns.
+
+    Problems of severity "warning" in ``problems`` go to the warnings file too. Both headers are written even when
+    nothing was skipped or warned about, so a script can always read the files. Returns the skipped list's path.
     """
+    problems = list(problems)
+    kept = [p for p in problems if p.severity == "warning"] + list(warnings or [])
+    _write_problems(warnings_csv_path(target), kept)
+    return _write_problems(target, [p for p in problems if p.severity != "warning"])
+
+
+def _write_problems(target: str | Path, problems: Iterable[Problem]) -> Path:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["path", "problem"])

@@ -13,7 +13,13 @@ import click
 from xray_xai._util.fsutil import json_default
 from xray_xai.errors import XrayXaiError
 
-__all__ = ["echo_json", "handle_errors"]
+__all__ = ["STRICT_HELP", "echo_json", "handle_errors"]
+
+#: ``--strict`` of the commands that read films (train, evaluate, predict, explain, cluster, audit).
+STRICT_HELP = (
+    "Skip films whose JPEG/PNG stream ends early even when little is missing (by default such a film is read, "
+    "its missing rows black, and listed with the damage in warnings.csv)."
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

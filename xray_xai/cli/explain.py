@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from xray_xai.cli._common import echo_json, handle_errors
+from xray_xai.cli._common import STRICT_HELP, echo_json, handle_errors
 from xray_xai.sdk.explainer import DEFAULT_METHOD
 
 
@@ -126,6 +126,7 @@ def _apply_layer(chosen: list[str], params: dict[str, dict[str, Any]], layer: st
 @click.option(
     "--ray-address", default=None, help="Ray cluster to join, e.g. auto or ray://host:10001 (default: local)."
 )
+@click.option("--strict", is_flag=True, help=STRICT_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @handle_errors
 def explain(
@@ -152,6 +153,7 @@ def explain(
     backend: str,
     concurrency: int,
     ray_address: str | None,
+    strict: bool,
     as_json: bool,
 ) -> None:
     """Explain predictions with heatmaps: an overlay PNG, the raw map and metadata per image, a comparison figure
@@ -210,6 +212,7 @@ def explain(
         params=method_params,
         limit=limit,
         show_progress=not as_json,
+        strict=strict,
     )
     if as_json:
         echo_json(result.to_dict())
@@ -226,6 +229,8 @@ def explain(
         click.echo(f"skipped {len(result.skipped)} file(s), listed in {out / 'skipped.csv'}:", err=True)
         for p in result.skipped[:10]:
             click.echo(f"  {p}", err=True)
+    if result.warnings:
+        click.echo(f"{len(result.warnings)} warning(s), listed in {out / 'warnings.csv'}", err=True)
 
 
 def _explain_ray(

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from xray_xai.cli._common import echo_json, handle_errors
+from xray_xai.cli._common import STRICT_HELP, echo_json, handle_errors
 from xray_xai.models.training import LOSSES, MONITORS, OPTIMIZERS, SCHEDULES
 
 
@@ -79,6 +79,7 @@ def _fmt(v: Any) -> str:
     help="NHWC memory format (faster on CPU and GPU for depthwise convolutions).",
 )
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
+@click.option("--strict", is_flag=True, help=STRICT_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @handle_errors
 def train(
@@ -110,6 +111,7 @@ def train(
     amp: bool,
     channels_last: bool,
     out_dir: Path | None,
+    strict: bool,
     as_json: bool,
 ) -> None:
     """Train a model on the train split, validate on val, keep the best epoch in the model store.
@@ -167,6 +169,7 @@ def train(
         progress=not as_json,
         channels_last=channels_last,
         amp=amp,
+        strict=strict,
         **options,
     )
     if as_json:
@@ -176,6 +179,9 @@ def train(
         click.echo("  ".join(f"{k}={_fmt(v)}" for k, v in row.items()), err=True)
     if result.skipped:
         click.echo(f"{len(result.skipped)} image(s) skipped, listed in {result.run_dir / 'skipped.csv'}", err=True)
+    if result.warnings:
+        listed = result.run_dir / "warnings.csv"
+        click.echo(f"{len(result.warnings)} damaged image(s) kept, listed in {listed}", err=True)
     click.echo(f"best epoch {result.best_epoch}: saved {result.checkpoint}")
 
 
@@ -191,6 +197,7 @@ def train(
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Write metrics + plots.")
 @click.option("--tta", is_flag=True, help="Average each film with its horizontal and vertical flips (3 passes).")
+@click.option("--strict", is_flag=True, help=STRICT_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @handle_errors
 def evaluate(
@@ -205,6 +212,7 @@ def evaluate(
     device: str,
     out_dir: Path | None,
     tta: bool,
+    strict: bool,
     as_json: bool,
 ) -> None:
     """Image- and study-level metrics (AUROC, accuracy, precision, recall, specificity, F1, kappa) with 95% CIs.
@@ -233,6 +241,7 @@ def evaluate(
         checkpoint=checkpoint,
         progress=not as_json,
         tta=tta,
+        strict=strict,
     )
     if as_json:
         echo_json(result)
@@ -271,6 +280,10 @@ def _print_evaluation(result: dict[str, Any]) -> None:
     if result["skipped"]:
         listed = (result.get("files") or {}).get("skipped")
         click.echo(f"{len(result['skipped'])} image(s) skipped" + (f", listed in {listed}" if listed else ""), err=True)
+    if result.get("warnings"):
+        listed = (result.get("files") or {}).get("warnings")
+        n_kept = len(result["warnings"])
+        click.echo(f"{n_kept} damaged image(s) kept" + (f", listed in {listed}" if listed else ""), err=True)
 
 
 @click.command()
@@ -285,6 +298,7 @@ def _print_evaluation(result: dict[str, Any]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Rows as JSON on stdout.")
 @click.option("--tta", is_flag=True, help="Average each film with its horizontal and vertical flips (3 passes).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write rows to a CSV file.")
+@click.option("--strict", is_flag=True, help=STRICT_HELP)
 @handle_errors
 def predict(
     model_name: str,
@@ -298,6 +312,7 @@ def predict(
     as_json: bool,
     tta: bool,
     csv_path: Path | None,
+    strict: bool,
 ) -> None:
     """Probability of abnormal per image (and per study: mean over its views); no labels needed.
 
@@ -325,9 +340,14 @@ def predict(
         device=device,
         progress=not as_json,
         tta=tta,
+        strict=strict,
     )
+    warned = [p for p in problems if p.severity == "warning"]
+    problems = [p for p in problems if p.severity != "warning"]
     for p in problems:
         click.echo(f"skipped: {p}", err=True)
+    for p in warned:
+        click.echo(f"warning: {p}", err=True)
     fields = ["path", "study", "region", "label", "probability", "prediction", "study_probability"]
     if csv_path is not None:
         buf = io.StringIO()
@@ -335,9 +355,10 @@ def predict(
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(csv_path, buf.getvalue())
-        if problems:  # beside the table, named after it: --csv may point into a folder another command owns
-            listed = write_skipped_csv(csv_path.with_name(f"{csv_path.stem}.skipped.csv"), problems)
-            click.echo(f"{len(problems)} file(s) skipped, listed in {listed}", err=True)
+        if problems or warned:  # beside the table, named after it: --csv may point into a folder another command owns
+            listed = write_skipped_csv(csv_path.with_name(f"{csv_path.stem}.skipped.csv"), problems, warnings=warned)
+            if problems:
+                click.echo(f"{len(problems)} file(s) skipped, listed in {listed}", err=True)
     if as_json:
         echo_json(rows)
     elif csv_path is None:

@@ -140,27 +140,25 @@ def open_data(data_root: str | Path, dataset: str | None) -> Any:
 def _resolve_splits(ds: Any, splits: Sequence[str]) -> list[str]:
     """Map requested split names onto the data set's: MURA's "valid" is our "test" (both accepted)."""
     offered = tuple(getattr(ds, "splits", ("all",)))
-    aliases = dict(getattr(ds, "aliases", {}) or {})
     out: list[str] = []
     for s in splits:
         s = s.strip().lower()
         if not s:
             continue
-        if s in offered or s == "all":
-            name = s
-        elif s in aliases:
-            name = aliases[s]
-        elif s in ("valid", "validation") and "test" in offered:
-            name = "test"
-        elif s == "test" and "valid" in offered:
-            name = "valid"
-        elif offered == ("all",):
-            name = "all"  # a plain folder has one split: use it whatever was asked
-        else:
-            raise DataError(
-                getattr(ds, "root", None),
-                f"no split {s!r} in data set {getattr(ds, 'name', '?')!r} (it has: {', '.join(offered)})",
-            )
+        try:  # the data set's own names and aliases (DatasetPlugin.resolve_split)
+            name = ds.resolve_split(s)
+        except DataError:  # fallbacks for layouts that declare no alias
+            if s in ("valid", "validation") and "test" in offered:
+                name = "test"
+            elif s == "test" and "valid" in offered:
+                name = "valid"
+            elif offered == ("all",):
+                name = "all"  # a plain folder has one split: use it whatever was asked
+            else:
+                raise DataError(
+                    getattr(ds, "root", None),
+                    f"no split {s!r} in data set {getattr(ds, 'name', '?')!r} (it has: {', '.join(offered)})",
+                ) from None
         if name not in out:
             out.append(name)
     if not out:

@@ -7,7 +7,12 @@ guards live here once:
 * the pixel count is checked from the header *before* decoding (:data:`MAX_PIXELS`, overridable with the environment
   variable ``XRAY_XAI_MAX_PIXELS``), so a decompression bomb costs a few bytes of reading, not gigabytes of memory;
 * PIL only opens the formats listed in :data:`PIL_FORMATS` (no EPS/PDF plugins that would start external programs);
-* anything that goes wrong is an :class:`~xray_xai.errors.ImageError` whose one-line message names the file.
+* anything that goes wrong is an :class:`~xray_xai.errors.ImageError` whose one-line message names the file;
+* a JPEG or PNG whose stream ends early (a file cut short) is decoded as far as its bytes go and kept, with a
+  warning that names the file and the damage, when at least 90 % of its rows came from the file
+  (:mod:`xray_xai.data.damaged` says how that is measured); a larger loss, or any loss with ``strict=True``, is an
+  :class:`~xray_xai.errors.ImageError`. :func:`read_film` returns the warning (batch commands list it in
+  ``warnings.csv``), :func:`read_image` issues it as a :class:`DamagedImageWarning`.
 
 Intensity conventions: 8-bit data is divided by 255, 16-bit by 65535; colour films become luminance (ITU-R 601-2,
 the weights of PIL's ``"L"`` mode, without its rounding); alpha is composited onto black (the background of a
@@ -23,11 +28,13 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from xray_xai.data.damaged import MIN_ROWS_DECODED, SALVAGE_FORMATS, Damage, is_truncation, salvage
 from xray_xai.errors import ImageError
+from xray_xai.sdk.interfaces import Problem
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from PIL import Image as PILImage
@@ -37,9 +44,13 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "MAX_PIXELS",
     "PIL_FORMATS",
+    "DamagedImageWarning",
+    "Film",
     "image_size",
     "is_image_file",
     "max_pixels",
+    "read_film",
+    "read_film_bytes",
     "read_image",
     "read_image_bytes",
     "write_png",
@@ -104,15 +115,61 @@ def is_image_file(path: str | Path) -> bool:
     return False
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode the film at ``path`` to float32 ``(H, W)`` in [0, 1], or raise :class:`ImageError` naming it."""
+class DamagedImageWarning(UserWarning):
+    """Issued by :func:`read_image` for a film kept despite damage (its stream ends early, little is missing)."""
+
+
+class Film(NamedTuple):
+    """A decoded film: float32 ``(H, W)`` pixels in [0, 1], and the warning when it was kept despite damage."""
+
+    pixels: np.ndarray
+    warning: Problem | None = None
+
+
+def read_film(path: str | Path, *, strict: bool = False) -> Film:
+    """Decode the film at ``path`` (see the module docstring), or raise :class:`ImageError` naming it.
+
+    A JPEG/PNG whose stream ends early is kept when at least :data:`~xray_xai.data.damaged.MIN_ROWS_DECODED` of its
+    rows are in the file (the rest black); ``Film.warning`` then says so, e.g. ``IMG0004256.jpg: JPEG stream ends
+    early (no end marker), 414 of 454 rows decoded (91.2 %), the last 40 black: kept``. With ``strict=True`` any such
+    film is refused.
+    """
     with _open_source(path) as fh:
-        return _decode(fh, str(path), Path(path).suffix.lower())
+        return _film(_decode(fh, str(path), Path(path).suffix.lower(), strict), str(path))
 
 
-def read_image_bytes(data: bytes, name: str = "upload") -> np.ndarray:
+def read_film_bytes(data: bytes, name: str = "upload", *, strict: bool = False) -> Film:
+    """:func:`read_film` for an in-memory file (a web upload); ``name`` is used in messages and as a DICOM
+    extension hint."""
+    return _film(_decode(io.BytesIO(bytes(data)), name, Path(name).suffix.lower(), strict), name)
+
+
+def read_image(path: str | Path, *, strict: bool = False) -> np.ndarray:
+    """Decode the film at ``path`` to float32 ``(H, W)`` in [0, 1], or raise :class:`ImageError` naming it.
+
+    A film kept despite damage (see :func:`read_film`) also issues a :class:`DamagedImageWarning`.
+    """
+    return _warned(read_film(path, strict=strict))
+
+
+def read_image_bytes(data: bytes, name: str = "upload", *, strict: bool = False) -> np.ndarray:
     """Decode an in-memory file (a web upload); ``name`` is used in messages and as a DICOM extension hint."""
-    return _decode(io.BytesIO(bytes(data)), name, Path(name).suffix.lower())
+    return _warned(read_film_bytes(data, name, strict=strict))
+
+
+def _film(decoded: tuple[np.ndarray, Damage | None], name: str) -> Film:
+    arr, damage = decoded
+    if damage is None:
+        return Film(arr)
+    return Film(arr, Problem(name, f"{damage.describe()}: kept", severity="warning"))
+
+
+def _warned(film: Film) -> np.ndarray:
+    if film.warning is not None:
+        import warnings
+
+        warnings.warn(DamagedImageWarning(str(film.warning)), stacklevel=3)
+    return film.pixels
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -208,14 +265,15 @@ def _oneline(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _decode(fh: IO[bytes], name: str, suffix: str) -> np.ndarray:
+def _decode(fh: IO[bytes], name: str, suffix: str, strict: bool = False) -> tuple[np.ndarray, Damage | None]:
     head = _read_head(fh, name)
+    damage = None
     if _looks_dicom(head, suffix):
         arr = _decode_dicom(fh, name, force=not _is_dicom_head(head))
     else:
-        arr = _decode_pil(fh, name)
+        arr, damage = _decode_pil(fh, name, strict)
     arr = np.nan_to_num(np.asarray(arr, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
-    return np.ascontiguousarray(np.clip(arr, 0.0, 1.0, out=arr))
+    return np.ascontiguousarray(np.clip(arr, 0.0, 1.0, out=arr)), damage
 
 
 def _check_pixels(name: str, h: int, w: int) -> None:
@@ -290,19 +348,26 @@ def _exif_orientation(img: PILImage.Image) -> int:
         return 1
 
 
-def _decode_pil(fh: IO[bytes], name: str) -> np.ndarray:
+def _decode_pil(fh: IO[bytes], name: str, strict: bool = False) -> tuple[np.ndarray, Damage | None]:
     import warnings
 
     from PIL import ImageOps
 
     img = _pil_open(fh, name)
+    opened, damage = [img], None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "Corrupt EXIF data": the pixels are what we care about
-            img.load()
+            try:
+                img.load()
+            except Exception as exc:
+                if not (is_truncation(exc) and img.format in SALVAGE_FORMATS):
+                    raise
+                img, damage = _salvage(fh, name, exc, strict)
+                opened.append(img)
             if _exif_orientation(img) != 1:
                 img = ImageOps.exif_transpose(img)
-            return _pil_to_gray(img)
+            return _pil_to_gray(img), damage
     except ImageError:
         raise
     except MemoryError:
@@ -310,7 +375,27 @@ def _decode_pil(fh: IO[bytes], name: str) -> np.ndarray:
     except Exception as exc:  # OSError "image file is truncated", SyntaxError "broken PNG file", zlib errors...
         raise ImageError(name, f"truncated or corrupt image ({_oneline(exc)})") from None
     finally:
+        for each in opened:
+            each.close()
+
+
+def _salvage(fh: IO[bytes], name: str, exc: BaseException, strict: bool) -> tuple[PILImage.Image, Damage]:
+    """A stream that ends early, decoded as far as it goes (:func:`xray_xai.data.damaged.salvage`), if little is
+    missing and not ``strict``; else :class:`ImageError` with the measured damage."""
+    fh.seek(0)
+    found = salvage(fh.read())
+    if found is None:  # not measurable: the old message
+        raise ImageError(name, f"truncated or corrupt image ({_oneline(exc)})") from None
+    img, damage = found
+    if strict or not damage.keep:
         img.close()
+        why = (
+            f"refused: under {MIN_ROWS_DECODED:.0%} of the rows decoded"
+            if not damage.keep
+            else "refused: strict reading"
+        )
+        raise ImageError(name, f"truncated or corrupt image ({damage.describe()}; {why})")
+    return img, damage
 
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:

@@ -161,7 +161,7 @@ class Outputs:
     def write_reports(self, result: ExplainResult) -> None:
         """``skipped.csv``, the contact sheet ``index.html`` (when figures were drawn) and ``summary.json``."""
         self.out.mkdir(parents=True, exist_ok=True)
-        write_skipped_csv(self.out / "skipped.csv", result.skipped)
+        write_skipped_csv(self.out / "skipped.csv", result.skipped, warnings=result.warnings)
         if self.sheet:
             from xray_xai.explain.overlays import contact_sheet
 

@@ -95,26 +95,11 @@ def _unique_stems(records: Sequence[Record]) -> list[str]:
 
 # -- inputs ------------------------------------------------------------------------------------------------------
 def records_from_inputs(inputs: Iterable[str | Path]) -> tuple[list[Record], list[Problem]]:
-    """Records for image files and folders (searched recursively, sorted); a folder's files keep their relative
-    path as study so that equal file names in different folders stay apart. Missing paths become problems."""
-    from xray_xai.data.images import is_image_file
+    """Records for image files and folders: :func:`xray_xai.data.records.records_from_paths` (one study rule with
+    ``predict``)."""
+    from xray_xai.data.records import records_from_paths
 
-    records: list[Record] = []
-    problems: list[Problem] = []
-    for raw in inputs:
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
-            if not found:
-                problems.append(Problem(str(path), "folder holds no images"))
-            for p in found:
-                parent = p.parent.relative_to(path).as_posix()
-                records.append(Record(path=p, study=None if parent == "." else parent))
-        elif path.is_file():
-            records.append(Record(path=path))
-        else:
-            problems.append(Problem(str(path), "no such file or folder"))
-    return records, problems
+    return records_from_paths(inputs)
 
 
 def _load_models(models: Sequence[str | Path | Model], checkpoint: str | Path | None) -> list[Model]:
@@ -153,6 +138,7 @@ class _Job:
     only: Only
     result: ExplainResult
     outputs: Outputs | None
+    strict: bool = False  #: refuse films whose stream ends early, however little is missing
     unreadable: list[Problem] = field(default_factory=list)
 
     @property
@@ -183,6 +169,7 @@ def explain(
     params: dict[str, dict[str, Any]] | None = None,
     limit: int | None = None,
     show_progress: bool = True,
+    strict: bool = False,
 ) -> ExplainResult:
     """Explain images with every model and method; write figures, maps and metadata under ``out``.
 
@@ -191,7 +178,9 @@ def explain(
     ``records``, or ``inputs`` (files/folders), or the data set at ``data`` (``split``, ``dataset`` plugin name;
     auto-detected by default). ``only="predicted-abnormal"`` keeps the images that at least one model predicts
     abnormal (probability >= ``threshold``). ``params`` maps a method name to its options. With ``out=None``
-    nothing is written and the explanations are returned in memory.
+    nothing is written and the explanations are returned in memory. Films whose stream ends early are explained with
+    a warning (``warnings``, ``warnings.csv``) when little is missing, skipped when ``strict``
+    (:func:`xray_xai.data.images.read_film`).
     """
     from xray_xai._util.progress import progress
 
@@ -216,6 +205,7 @@ def explain(
         only=only,
         result=ExplainResult(out=out_dir, models=labels, methods=names, skipped=skipped, warnings=warnings),
         outputs=None if out_dir is None else Outputs(out_dir, labels, names, fmt, per_member, target),
+        strict=strict,
     )
     todo = _resumed(job) if resume else list(range(len(recs)))
     for batch in progress(list(_batches(recs, todo, batch_size)), "explaining", enabled=show_progress):
@@ -350,14 +340,18 @@ def _batches(recs: Sequence[Record], todo: Sequence[int], size: int) -> Iterable
 
 
 def _prepare(job: _Job, batch: Sequence[int]) -> list[tuple[int, PreparedFilm]]:
-    """Read each film once and preprocess it for every model; unreadable files are listed, not fatal."""
-    from xray_xai.data.images import read_image
+    """Read each film once and preprocess it for every model; unreadable files are listed, not fatal (films kept
+    despite damage are listed among the result's warnings)."""
+    from xray_xai.data.images import read_film
 
     out = []
     for i in batch:
         rec = job.recs[i]
         try:
-            out.append((i, prepare_film(read_image(rec.path), job.models, job.labels)))
+            image, warning = read_film(rec.path, strict=job.strict)
+            if warning is not None:
+                job.result.warnings.append(warning)
+            out.append((i, prepare_film(image, job.models, job.labels)))
         except (XrayXaiError, ValueError, OSError) as exc:
             problem = exc.problem if isinstance(exc, DataError) else one_line(exc)
             job.unreadable.append(Problem(str(rec.path), problem.splitlines()[0]))

@@ -46,6 +46,8 @@ def predict_records(
     device: str = "cpu",
     progress: bool = False,
     tta: bool = False,
+    strict: bool = False,
+    warnings: list[Problem] | None = None,
 ) -> tuple[list[Record], np.ndarray, list[Problem]]:
     """Probabilities for ``records`` (bad images skipped): ``(kept records, probabilities, skipped problems)``.
 
@@ -53,6 +55,8 @@ def predict_records(
     ``tta``: the mean probability of the film and its horizontal and vertical flips (3 passes). A fracture is one
     under a flip while the model's errors are not all so; on FracAtlas it raised the AUROC of two EfficientNet-Lite0
     runs by 0.010-0.018 on val and 0.015-0.016 on test (docs/results.md).
+    ``strict`` skips films whose stream ends early even when little is missing; otherwise they are kept and their
+    warnings appended to ``warnings`` when a list is given (:func:`xray_xai.data.images.read_film`).
     """
     import numpy as np
     import torch
@@ -62,7 +66,7 @@ def predict_records(
     from xray_xai.data.preprocessing import FLIP_DIMS, RecordDataset, collate_skip_bad
 
     recs = list(records)
-    ds = RecordDataset(recs, model.preprocessing, augment=None)
+    ds = RecordDataset(recs, model.preprocessing, augment=None, strict=strict)
     is_module = isinstance(model, torch.nn.Module)
     dev = torch.device(device)
     if is_module:
@@ -100,6 +104,8 @@ def predict_records(
             probs.append(p.detach().float().cpu().numpy().reshape(-1))
             kept.extend(ids)
     out = np.concatenate(probs) if probs else np.zeros(0)
+    if warnings is not None:
+        warnings.extend(ds.warnings)
     return [recs[i] for i in kept], out, list(getattr(ds, "skipped", []))
 
 
@@ -127,13 +133,15 @@ def evaluate(
     dataset_options: dict[str, Any] | None = None,
     progress: bool = False,
     tta: bool = False,
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Image- and study-level metrics of a model on ``split``, overall and per region, with 95% bootstrap CIs.
 
     ``tta``: score each film by the mean over it and its flips (:func:`predict_records`).
 
     With ``out_dir``: ``metrics.json``, ``roc.png``, ``confusion.png`` and ``skipped.csv`` (unreadable films, also
-    under ``"skipped"``) are written there.
+    under ``"skipped"``) are written there, and ``warnings.csv`` (films kept despite damage, also under
+    ``"warnings"``; ``strict`` skips them instead).
     """
     import numpy as np
 
@@ -148,9 +156,11 @@ def evaluate(
         records = records[:max_images]
     if not records:
         raise DataError(data_root, f"no labelled images in split {split!r}")
+    warned: list[Problem] = []
     kept, probs, skipped = predict_records(
-        model, records, batch_size=batch_size, device=device, progress=progress, tta=tta
-    )
+        model, records, batch_size=batch_size, device=device, progress=progress, tta=tta, strict=strict,
+        warnings=warned,
+    )  # fmt: skip
     if not kept:
         raise DataError(data_root, f"none of the {len(records)} images of split {split!r} could be read")
     y = np.array([int(r.label or 0) for r in kept])
@@ -173,6 +183,7 @@ def evaluate(
         "image": image,
         "study": study,
         "skipped": [{"path": p.path, "problem": p.problem} for p in skipped],
+        "warnings": [{"path": p.path, "problem": p.problem} for p in warned],
     }
     if ds_name in MURA_LAYOUTS:
         ours = {region: m["kappa"] for region, m in study["per_region"].items()}
@@ -185,7 +196,8 @@ def evaluate(
             "roc": str(_plot_roc(out / "roc.png", {"image": (y, probs), "study": (s_y, s_p)})),
             "confusion": str(_plot_confusion(out / "confusion.png", image["overall"], study["overall"])),
         }
-        files["skipped"] = str(write_skipped_csv(out / "skipped.csv", skipped))
+        files["skipped"] = str(write_skipped_csv(out / "skipped.csv", skipped, warnings=warned))
+        files["warnings"] = str(out / "warnings.csv")
         result["files"] = {**files, "metrics": str(out / "metrics.json")}
         atomic_write_json(out / "metrics.json", result)
     return result
@@ -243,29 +255,6 @@ def _plot_confusion(path: Path, image: dict[str, Any], study: dict[str, Any]) ->
     return path
 
 
-def _records_from_paths(inputs: Sequence[str | Path]) -> tuple[list[Record], list[Problem]]:
-    """Records for files and (recursively) folders of images; a study is the image's parent folder."""
-    from xray_xai.data.images import is_image_file
-
-    records: list[Record] = []
-    problems: list[Problem] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files = sorted(f for f in path.rglob("*") if f.is_file() and is_image_file(f))
-            if not files:
-                problems.append(Problem(str(path), "no image files in this folder"))
-            for f in files:
-                rel = f.parent.relative_to(path)
-                study = str(Path(path.name) / rel) if str(rel) != "." else path.name
-                records.append(Record(path=f, study=study))
-        elif path.is_file():
-            records.append(Record(path=path))
-        else:
-            problems.append(Problem(str(path), "no such file or folder"))
-    return records, problems
-
-
 def predict(
     model: str | Path | Model,
     inputs: Sequence[str | Path] | None = None,
@@ -280,25 +269,32 @@ def predict(
     dataset_options: dict[str, Any] | None = None,
     progress: bool = False,
     tta: bool = False,
+    strict: bool = False,
 ) -> tuple[list[dict[str, Any]], list[Problem]]:
     """Per-image rows ``{path, study, region, label, probability, prediction, study_probability}``, and skipped files.
 
-    ``inputs`` are image files or folders (labels unknown; a folder's images form a study per sub-folder), or give
+    ``inputs`` are image files or folders (study rule: :mod:`xray_xai.data.records`; a loose film is its own study,
+    a sub-folder's films one study, a MURA-layout path names its study and label), or give
     ``data_root`` (and ``split``) to predict a data set's records. ``study_probability`` is the mean over the
-    study's views, ``None`` for a lone image.
+    study's views, ``None`` for a lone image. The problems list ends with the warnings (severity "warning") of
+    films kept despite damage; ``strict`` skips those films instead.
     """
+    from xray_xai.data.records import records_from_paths
     from xray_xai.models.metrics import study_scores
 
     m = resolve_model(model, checkpoint)
     if inputs:
-        records, problems = _records_from_paths(inputs)
+        records, problems = records_from_paths(inputs)
     elif data_root is not None:
         from xray_xai.data.datasets import open_dataset
 
         records, problems = open_dataset(data_root, dataset, **(dataset_options or {})).records(split), []
     else:
         raise DataError(None, "predict needs input files/folders or a data set folder")
-    kept, probs, skipped = predict_records(m, records, batch_size=batch_size, device=device, progress=progress, tta=tta)
+    warned: list[Problem] = []
+    kept, probs, skipped = predict_records(
+        m, records, batch_size=batch_size, device=device, progress=progress, tta=tta, strict=strict, warnings=warned
+    )
     if not kept:  # nothing could be read: an error, not an empty table
         _raise_nothing_read(problems + skipped, len(records), data_root)
     s_ids, _, s_p = study_scores(kept, probs)
@@ -316,7 +312,7 @@ def predict(
                 "study_probability": per_study[rec.study] if rec.study else None,
             }
         )
-    return rows, problems + skipped
+    return rows, problems + skipped + warned
 
 
 def _raise_nothing_read(problems: Sequence[Problem], n_records: int, where: str | Path | None) -> None:

@@ -91,6 +91,7 @@ class TrainResult:
     best_metrics: dict[str, Any] = field(default_factory=dict)
     skipped: list[Problem] = field(default_factory=list)
     stopped_early: bool = False
+    warnings: list[Problem] = field(default_factory=list)  # films kept despite damage (also in warnings.csv)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +103,7 @@ class TrainResult:
             "stopped_early": self.stopped_early,
             "history": self.history,
             "skipped": [{"path": p.path, "problem": p.problem} for p in self.skipped],
+            "warnings": [{"path": p.path, "problem": p.problem} for p in self.warnings],
         }
 
 
@@ -223,6 +225,7 @@ def _loader(
     seed: int,
     num_workers: int,
     pin_memory: bool = False,
+    strict: bool = False,
 ) -> tuple[Any, Any, Any]:
     import torch
     from torch.utils.data import DataLoader
@@ -230,7 +233,7 @@ def _loader(
     from xray_xai.data.preprocessing import RecordDataset, collate_skip_bad
 
     # cached films: each is decoded once, not once per epoch (num_workers > 0 would give each worker its own cache)
-    ds = RecordDataset(records, pre, augment=augment, cache=True)
+    ds = RecordDataset(records, pre, augment=augment, cache=True, strict=strict)
     gen = torch.Generator()
     gen.manual_seed(seed)
     loader = DataLoader(
@@ -399,6 +402,7 @@ def train(
     save: bool = True,
     dataset_options: dict[str, Any] | None = None,
     letterbox: bool = False,
+    strict: bool = False,
     **model_options: Any,
 ) -> TrainResult:
     """Train ``model_name`` on the ``train`` split of ``data_root``, validate on ``val``, keep the best epoch.
@@ -410,7 +414,8 @@ def train(
     ``augment`` is ``True`` (``"standard"``), ``False`` (``"none"``) or a preset name of
     :meth:`~xray_xai.data.preprocessing.Augment.preset`. ``letterbox`` fits each film into the input square with its
     aspect ratio kept (black bars) instead of the model's resize or crop; the sidecar records it, so explanations
-    and evaluation use the same geometry.
+    and evaluation use the same geometry. ``strict`` skips films whose stream ends early even when little is
+    missing (else they are kept and listed in ``warnings.csv``, see :func:`xray_xai.data.images.read_film`).
     """
     if optimizer not in OPTIMIZERS:
         raise PluginError(f"unknown optimizer {optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
@@ -503,6 +508,7 @@ def train(
             save=save,
             regions=list(regions) if regions else None,
             init_from=None if init_from is None or not isinstance(init_from, (str, Path)) else str(init_from),
+            strict=strict,
         )
 
 
@@ -536,6 +542,7 @@ def _train_torch(
     save: bool,
     regions: list[str] | None,
     init_from: str | None,
+    strict: bool = False,
 ) -> TrainResult:
     import torch
     import torch.nn.functional as F
@@ -557,11 +564,11 @@ def _train_torch(
     pin = dev.type == "cuda"
     train_ds, train_loader, gen = _loader(
         train_recs, pre, augment=Augment.preset(augment), batch_size=batch_size, shuffle=True, seed=seed,
-        num_workers=num_workers, pin_memory=pin,
+        num_workers=num_workers, pin_memory=pin, strict=strict,
     )  # fmt: skip
     val_ds, val_loader, _ = _loader(
         val_recs, pre, augment=None, batch_size=batch_size, shuffle=False, seed=seed, num_workers=num_workers,
-        pin_memory=pin,
+        pin_memory=pin, strict=strict,
     )  # fmt: skip
     sched = _scheduler(opt, schedule, plateau_patience, epochs, len(train_loader))
     weights = torch.tensor(_sample_weights(train_recs, loss), dtype=torch.float32, device=dev)
@@ -700,7 +707,8 @@ def _train_torch(
             stopped_early = True
 
     skipped = list(getattr(train_ds, "skipped", [])) + list(getattr(val_ds, "skipped", []))
-    write_skipped_csv(run_dir / "skipped.csv", skipped)
+    warned = list(getattr(train_ds, "warnings", [])) + list(getattr(val_ds, "warnings", []))
+    write_skipped_csv(run_dir / "skipped.csv", skipped, warnings=warned)
     if best_state:
         model.load_state_dict(best_state)
     model.to("cpu")
@@ -730,6 +738,7 @@ def _train_torch(
         best_metrics=dict(best["metrics"]),
         skipped=skipped,
         stopped_early=stopped_early,
+        warnings=warned,
     )
 
 

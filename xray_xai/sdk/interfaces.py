@@ -204,8 +204,9 @@ class DatasetPlugin(Plugin):
 
     #: the splits this layout offers, in order; "all" is always accepted too
     splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
-    #: other names users give those splits (FracAtlas: ``{"valid": "val"}``); ``--split`` accepts them as well
-    aliases: ClassVar[Mapping[str, str]] = {}
+    #: other names accepted for splits, e.g. ``{"valid": "test"}`` (MURA's valid set is its test split); the one place
+    #: split aliases live: readers, commands and clustering go through :meth:`resolve_split`
+    aliases: ClassVar[dict[str, str]] = {}
 
     def __init__(self, root: str | Path, **options: Any) -> None:
         self.root = Path(root)
@@ -220,6 +221,20 @@ class DatasetPlugin(Plugin):
     def detect(cls, root: str | Path) -> bool:
         """Whether ``root`` looks like this layout (used when ``--dataset`` is not given)."""
         return False
+
+    @classmethod
+    def resolve_split(cls, split: str | None) -> str:
+        """The split that ``split`` names in this layout: ``"all"`` for None or "all", an offered split as is, an
+        alias (:attr:`aliases`) as its target; else :class:`~xray_xai.errors.DataError` listing the names known."""
+        if split is None or split == "all":
+            return "all"
+        name = cls.aliases.get(split, split)
+        if name not in cls.splits:
+            from xray_xai.errors import DataError
+
+            known = ", ".join(dict.fromkeys([*cls.splits, *cls.aliases, "all"]))
+            raise DataError(None, f"unknown split {split!r} for dataset {cls.name!r}; expected one of {known}")
+        return name
 
     def studies(self, split: str | None = None) -> dict[str, list[Record]]:
         """Records grouped by study (an image without a study is its own study), in record order."""
