@@ -138,16 +138,16 @@ def test_cli_writes_overlays_maps_metadata_comparison_and_sheet(
 
 
 def test_cli_two_models_side_by_side_and_checkpoint(films: Path, tmp_path: Path, tiny_registered: None) -> None:
-    ckpt = _save_tiny()
+    ckpt, other = _save_tiny(), _save_tiny()
     out = tmp_path / "out"
     res = CliRunner().invoke(
         main,
         [
             "explain",
-            "--checkpoint",
-            str(ckpt),
             "--model",
             str(ckpt),
+            "--model",
+            str(other),
             "--method",
             "cam",
             "--input",

@@ -1,18 +1,16 @@
-"""``xray-xai train | evaluate | predict | models``: thin faces over :mod:`xray_xai.models.training` and
-:mod:`xray_xai.models.evaluation` (all logic lives there, so scripts get the same through the Python API)."""
+"""``xray-xai train | evaluate | predict | models``: thin faces over :func:`xray_xai.api.train`,
+:func:`~xray_xai.api.evaluate`, :func:`~xray_xai.api.predict` and :func:`~xray_xai.api.list_store` (all logic lives
+behind the API, so scripts get the same)."""
 
 from __future__ import annotations
 
-import csv
-import io
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from xray_xai import api
 from xray_xai.cli._common import echo_json, handle_errors
-from xray_xai.models.training import LOSSES, MONITORS, OPTIMIZERS, SCHEDULES
 
 
 def _fmt(v: Any) -> str:
@@ -30,23 +28,23 @@ def _fmt(v: Any) -> str:
     "--letterbox", is_flag=True, help="Fit films into the input square keeping their aspect ratio (black bars)."
 )
 @click.option("--lr", type=float, help="Learning rate (default: 1e-3 for SGD and AdamW, 1e-4 for Adam).")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True)
+@click.option("--optimizer", type=click.Choice(api.TRAIN_CHOICES["optimizer"]), default="sgd", show_default=True)
 @click.option("--weight-decay", type=click.FloatRange(min=0), help="Weight decay (default: 0.01 for AdamW, else 0).")
 @click.option(
     "--schedule",
-    type=click.Choice(SCHEDULES),
+    type=click.Choice(api.TRAIN_CHOICES["schedule"]),
     default="plateau",
     show_default=True,
     help="plateau: LR / 10 after 5 epochs without lower val loss; cosine: half-epoch warm-up, cosine decay to 0.",
 )
 @click.option(
     "--monitor",
-    type=click.Choice(MONITORS),
+    type=click.Choice(api.TRAIN_CHOICES["monitor"]),
     default="accuracy",
     show_default=True,
     help="Validation metric that picks the kept epoch and drives --early-stop.",
 )
-@click.option("--loss", type=click.Choice(LOSSES), default="bce", show_default=True)
+@click.option("--loss", type=click.Choice(api.TRAIN_CHOICES["loss"]), default="bce", show_default=True)
 @click.option(
     "--early-stop",
     default=4,
@@ -126,23 +124,7 @@ def train(
       xray-xai train --model efficientnet-lite0 --data fracatlas --optimizer adamw \\
         --schedule cosine --monitor auroc --augment light --loss weighted-bce --epochs 6
     """
-    from xray_xai.errors import PluginError
-    from xray_xai.models.training import train as run_train
-
-    options: dict[str, Any] = {}
-    if hidden is not None:
-        try:
-            hidden_clean = "" if hidden.strip().lower() in ("", "none") else hidden
-            options["hidden"] = [int(h) for h in hidden_clean.split(",") if h.strip()]
-        except ValueError:
-            raise PluginError(f"--hidden expects comma-separated integers, got {hidden!r}") from None
-    if dropout is not None:
-        options["dropout"] = dropout
-    if init is not None:
-        options["init"] = init
-    if members:
-        options["members"] = members
-    result = run_train(
+    result = api.train(
         model_name,
         data_root,
         dataset=dataset,
@@ -167,7 +149,7 @@ def train(
         progress=not as_json,
         channels_last=channels_last,
         amp=amp,
-        **options,
+        **_head_options(hidden, dropout, init, members),
     )
     if as_json:
         echo_json(result.to_dict())
@@ -179,9 +161,34 @@ def train(
     click.echo(f"best epoch {result.best_epoch}: saved {result.checkpoint}")
 
 
+def _head_options(hidden: str | None, dropout: float | None, init: str | None, members: str | None) -> dict[str, Any]:
+    """The model options given on the command line (``--hidden 512,256`` or ``none``, ``--dropout``, ``--init``,
+    ``--members``); those not given are left to the model's defaults."""
+    options: dict[str, Any] = {}
+    if hidden is not None:
+        try:
+            hidden_clean = "" if hidden.strip().lower() in ("", "none") else hidden
+            options["hidden"] = [int(h) for h in hidden_clean.split(",") if h.strip()]
+        except ValueError:
+            raise click.BadParameter(
+                f"expected comma-separated integers or none, got {hidden!r}", param_hint="'--hidden'"
+            ) from None
+    if dropout is not None:
+        options["dropout"] = dropout
+    if init is not None:
+        options["init"] = init
+    if members:
+        options["members"] = members
+    return options
+
+
 @click.command()
-@click.option("--model", "model_name", required=True, help="Model name (newest trained in the store) or checkpoint.")
-@click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), help="A checkpoint folder or file.")
+@click.option("--model", "model_name", help="Model name (newest trained in the store) or checkpoint path.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, path_type=Path),
+    help="A checkpoint folder or file (with --model NAME: checked to hold that model).",
+)
 @click.option("--data", "data_root", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--dataset", help="Dataset plugin: mura, fracatlas, synthetic, folder... (default: detected).")
 @click.option("--split", default="test", show_default=True)
@@ -194,7 +201,7 @@ def train(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @handle_errors
 def evaluate(
-    model_name: str,
+    model_name: str | None,
     checkpoint: Path | None,
     data_root: Path,
     dataset: str | None,
@@ -218,10 +225,10 @@ def evaluate(
       xray-xai evaluate --model cnn-small --checkpoint ~/.xray-xai/models/cnn-small/2026... --data phantoms --json
       xray-xai evaluate --model efficientnet-lite0 --data fracatlas --dataset fracatlas --tta
     """
-    from xray_xai.models.evaluation import evaluate as run_evaluate
-
-    result = run_evaluate(
-        model_name,
+    if not model_name and checkpoint is None:
+        raise click.UsageError("give --model NAME or --checkpoint PATH")
+    result = api.evaluate(
+        api.resolve_model(model_name, checkpoint),
         data_root,
         dataset=dataset,
         split=split,
@@ -230,7 +237,6 @@ def evaluate(
         seed=seed,
         out_dir=out_dir,
         device=device,
-        checkpoint=checkpoint,
         progress=not as_json,
         tta=tta,
     )
@@ -274,8 +280,12 @@ def _print_evaluation(result: dict[str, Any]) -> None:
 
 
 @click.command()
-@click.option("--model", "model_name", required=True, help="Model name (newest trained in the store) or checkpoint.")
-@click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), help="A checkpoint folder or file.")
+@click.option("--model", "model_name", help="Model name (newest trained in the store) or checkpoint path.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, path_type=Path),
+    help="A checkpoint folder or file (with --model NAME: checked to hold that model).",
+)
 @click.option("--input", "inputs", multiple=True, type=click.Path(exists=True, path_type=Path), help="Image or folder.")
 @click.option("--data", "data_root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--dataset", help="Dataset plugin reading --data (default: detected).")
@@ -287,7 +297,7 @@ def _print_evaluation(result: dict[str, Any]) -> None:
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write rows to a CSV file.")
 @handle_errors
 def predict(
-    model_name: str,
+    model_name: str | None,
     checkpoint: Path | None,
     inputs: tuple[Path, ...],
     data_root: Path | None,
@@ -309,18 +319,16 @@ def predict(
       xray-xai predict --model cnn-small --input films/ --csv predictions.csv
       xray-xai predict --model cnn-small --data phantoms --split test --json
     """
-    from xray_xai._util.fsutil import atomic_write_text, write_skipped_csv
-    from xray_xai.models.evaluation import predict as run_predict
-
+    if not model_name and checkpoint is None:
+        raise click.UsageError("give --model NAME or --checkpoint PATH")
     if bool(inputs) == (data_root is not None):
         raise click.UsageError("give either --input (one or more) or --data")
-    rows, problems = run_predict(
-        model_name,
+    rows, problems = api.predict(
+        api.resolve_model(model_name, checkpoint),
         list(inputs) or None,
         data_root=data_root,
         split=split,
         dataset=dataset,
-        checkpoint=checkpoint,
         batch_size=batch_size,
         device=device,
         progress=not as_json,
@@ -328,22 +336,14 @@ def predict(
     )
     for p in problems:
         click.echo(f"skipped: {p}", err=True)
-    fields = ["path", "study", "region", "label", "probability", "prediction", "study_probability"]
     if csv_path is not None:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_text(csv_path, buf.getvalue())
-        if problems:  # beside the table, named after it: --csv may point into a folder another command owns
-            listed = write_skipped_csv(csv_path.with_name(f"{csv_path.stem}.skipped.csv"), problems)
+        listed = api.write_predictions(csv_path, rows, problems)
+        if listed is not None:
             click.echo(f"{len(problems)} file(s) skipped, listed in {listed}", err=True)
     if as_json:
         echo_json(rows)
     elif csv_path is None:
-        writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+        click.echo(api.predictions_csv(rows), nl=False)
 
 
 @click.command()
@@ -357,9 +357,7 @@ def models(as_json: bool) -> None:
       xray-xai models
       xray-xai models --json | jq '.[].path'
     """
-    from xray_xai.models.store import list_store
-
-    entries = list_store()
+    entries = api.list_store()
     if as_json:
         echo_json(entries)
         return
