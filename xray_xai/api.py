@@ -142,16 +142,19 @@ def method_params(items: Iterable[str], methods: Sequence[str]) -> dict[str, dic
     """``--param`` items for ``methods``: ``METHOD.KEY=VALUE``, or ``KEY=VALUE`` when exactly one method is chosen;
     values as JSON when they parse. Raises :class:`ParamError` (a ``ValueError``) on a malformed item or a method
     that is not chosen."""
+    example = f"{methods[0] if methods else 'saliency'}.n_segments=200"
     out: dict[str, dict[str, Any]] = {}
     for item in items:
-        key = item.partition("=")[0]
-        if "." not in key and len(methods) == 1:
-            parsed = {methods[0]: parse_params([item])}
-        elif "." not in key:
-            raise ParamError(f"{item!r}: expected METHOD.KEY=VALUE (KEY=VALUE only with one method), e.g. "
-                             f"{methods[0] if methods else 'saliency'}.{key or 'n_segments'}=...")  # fmt: skip
-        else:
+        key, sep, _ = item.partition("=")
+        if not sep or not key.strip():
+            raise ParamError(f"{item!r}: expected METHOD.KEY=VALUE (KEY=VALUE with one method), e.g. {example}")
+        if "." in key:
             parsed = parse_method_params([item])
+        elif len(methods) == 1:
+            parsed = {methods[0]: parse_params([item])}
+        else:
+            raise ParamError(f"{item!r}: which method? expected METHOD.KEY=VALUE with {len(methods)} methods, e.g. "
+                             f"{methods[0]}.{key.strip()}=...")  # fmt: skip
         for method, options in parsed.items():
             if method not in methods:
                 raise ParamError(f"{item!r}: {method!r} is not among the chosen methods ({', '.join(methods)})")

@@ -42,7 +42,7 @@ def echo_json(data: Any) -> None:
     click.echo(api.to_json(data))
 
 
-def parse_or_bad_parameter(parse: Callable[[], Any], hint: str = "--param") -> Any:
+def parse_or_bad_parameter(parse: Callable[[], Any], hint: str = "'--param'") -> Any:
     """Run ``parse`` (an api parser); its :class:`~xray_xai.api.ParamError` becomes a one-line click.BadParameter."""
     try:
         return parse()

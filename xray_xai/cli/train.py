@@ -125,32 +125,12 @@ def train(
         --schedule cosine --monitor auroc --augment light --loss weighted-bce --epochs 6
     """
     result = api.train(
-        model_name,
-        data_root,
-        dataset=dataset,
-        epochs=epochs,
-        batch_size=batch_size,
-        image_size=image_size,
-        letterbox=letterbox,
-        lr=lr,
-        optimizer=optimizer,
-        weight_decay=weight_decay,
-        schedule=schedule,
-        monitor=monitor,
-        loss=loss,
-        early_stop=early_stop,
-        seed=seed,
-        device=device,
-        resume=resume,
-        augment="none" if no_augment else augment,
-        out_dir=out_dir,
-        pretrained=pretrained,
-        max_images=max_images,
-        progress=not as_json,
-        channels_last=channels_last,
-        amp=amp,
-        **_head_options(hidden, dropout, init, members),
-    )
+        model_name, data_root, dataset=dataset, epochs=epochs, batch_size=batch_size, image_size=image_size,
+        letterbox=letterbox, lr=lr, optimizer=optimizer, weight_decay=weight_decay, schedule=schedule,
+        monitor=monitor, loss=loss, early_stop=early_stop, seed=seed, device=device, resume=resume,
+        augment="none" if no_augment else augment, out_dir=out_dir, pretrained=pretrained, max_images=max_images,
+        progress=not as_json, channels_last=channels_last, amp=amp, **_head_options(hidden, dropout, init, members),
+    )  # fmt: skip
     if as_json:
         echo_json(result.to_dict())
         return
