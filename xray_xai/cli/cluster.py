@@ -29,8 +29,12 @@ def _parse_range(text: str | None) -> list[int] | None:
 
 
 @click.command()
-@click.option("--model", "model_name", help="Model name (newest stored checkpoint of it) unless --checkpoint.")
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=True, path_type=Path), help="Weights to load.")
+@click.option("--model", "model_name", help="Model name (newest stored checkpoint of it) or checkpoint path.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, dir_okay=True, path_type=Path),
+    help="Weights to load (with --model NAME: checked to hold that model).",
+)
 @click.option("--data", "data_root", required=True, type=click.Path(exists=True, path_type=Path), help="Data set root.")
 @click.option("--dataset", help="Data set layout (mura, fracatlas, folder, synthetic); detected if omitted.")
 @click.option("--k", "k", default=4, show_default=True, type=click.IntRange(1), help="Number of clusters.")

@@ -18,7 +18,11 @@ from xray_xai.cli._common import echo_json, handle_errors, parse_or_bad_paramete
     multiple=True,
     help="Model name (newest trained one in the store) or checkpoint path; repeat to compare models side by side.",
 )
-@click.option("--checkpoint", type=click.Path(path_type=Path), help="Explain the model in this checkpoint file.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    help="Explain the model in this checkpoint (with --model NAME: its weights, checked to hold that model).",
+)
 @click.option(
     "--method",
     default=None,
