@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import click
 import pytest
 
 from xray_xai import api
@@ -70,3 +71,14 @@ def test_constants_for_the_faces() -> None:
     assert api.PREDICTION_FIELDS[0] == "path" and api.predictions_csv([]).startswith("path,study,")
     with pytest.raises(AttributeError):
         api.NOT_THERE  # noqa: B018
+
+
+def test_train_choices_are_the_services_names() -> None:
+    """The CLI's choices come from the API; --augment is spelled out (its home imports numpy) and checked here."""
+    from xray_xai.cli.train import train
+    from xray_xai.data.preprocessing import AUGMENTATIONS
+
+    choices = {p.name: tuple(p.type.choices) for p in train.params if isinstance(p.type, click.Choice)}
+    assert choices["augment"] == AUGMENTATIONS
+    for name, allowed in api.TRAIN_CHOICES.items():
+        assert choices[name] == tuple(allowed)
