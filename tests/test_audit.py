@@ -241,7 +241,7 @@ def test_cli_help_has_example_and_demo_placeholder() -> None:
     res = runner.invoke(main, ["--help"])
     assert res.exit_code == 0 and "audit" in res.output
     res = runner.invoke(main, ["audit", "--models", "a", "--methods", "b"])
-    assert res.exit_code == 2  # --data missing: a usage error
+    assert res.exit_code == 2 and "Missing option '--data'" in res.output  # a usage error
 
 
 def test_cli_audit_on_a_stored_model_and_an_unlabelled_folder(registered: None, tmp_path: Path) -> None:

@@ -58,7 +58,8 @@ def test_data_with_named_reader_and_options(tmp_path: Path) -> None:
     assert list(summary["regions"]) == ["elbow"] and summary["images"]["total"] == 5
     result = _run("data", str(mura), "--dataset", "murra")
     assert result.exit_code == 1 and "did you mean 'mura'" in result.output
-    assert _run("data", str(mura), "-o", "novalue").exit_code == 2
+    result = _run("data", str(mura), "-o", "novalue")
+    assert result.exit_code == 2 and "Invalid value for '--option': 'novalue': expected KEY=VALUE" in result.output
 
 
 def test_data_missing_directory_is_one_line_exit_1(tmp_path: Path) -> None:
@@ -69,17 +70,18 @@ def test_data_missing_directory_is_one_line_exit_1(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "message"),
     [
-        ["synth", "out"],  # --n-studies is required
-        ["synth", "out", "--n-studies", "0"],
-        ["synth", "out", "--n-studies", "3", "--regions", "knee"],
-        ["synth", "out", "--n-studies", "3", "--abnormal-fraction", "1.5"],
+        (["synth", "out"], "Missing option '--n-studies'"),
+        (["synth", "out", "--n-studies", "0"], "'--n-studies': 0 is not in the range x>=1"),
+        (["synth", "out", "--n-studies", "3", "--regions", "knee"], "unknown region(s) knee; choose from elbow"),
+        (["synth", "out", "--n-studies", "3", "--abnormal-fraction", "1.5"], "'--abnormal-fraction': 1.5 is not"),
     ],
 )
-def test_synth_usage_errors_exit_2(args: list[str], tmp_path: Path) -> None:
+def test_synth_usage_errors_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, [args[0], str(tmp_path / args[1]), *args[2:]])
     assert result.exit_code == 2, result.output
+    assert message in result.output
     assert not (tmp_path / "out").exists()
 
 

@@ -105,6 +105,6 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     res = runner.invoke(main, ["evaluate", "--model", "cnn-small", "--data", str(tmp_path)])
     assert res.exit_code == 1 and res.output.count("\n") == 1 and "error:" in res.output
     res = runner.invoke(main, ["train", "--model", "ensemble-mean", "--data", str(tmp_path), "--members", "x"])
-    assert res.exit_code == 1
+    assert res.exit_code == 1 and res.output == "error: an ensemble needs at least two members, got ['x']\n"
     res = runner.invoke(main, ["predict", "--model", "cnn-small"])
-    assert res.exit_code == 2  # neither --input nor --data
+    assert res.exit_code == 2 and "give either --input (one or more) or --data" in res.output

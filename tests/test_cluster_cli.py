@@ -143,10 +143,13 @@ def test_cli_errors_are_one_line(tmp_path: Path, plugins: None) -> None:
     assert res.exit_code == 1
     assert "cannot make 9 clusters from n_samples=4" in res.output and res.output.count("\n") == 1
     res = CliRunner().invoke(main, ["cluster", "--data", str(data)])
-    assert res.exit_code == 2  # usage: no model
+    assert res.exit_code == 2 and "give --model NAME or --checkpoint PATH" in res.output  # usage: no model
     res = CliRunner().invoke(main, ["cluster", "--model", "x", "--data", str(data), "--region", "wrist",
                                     "--per-region"])  # fmt: skip
-    assert res.exit_code == 2
+    assert res.exit_code == 2 and "either --region or --per-region" in res.output
+    res = CliRunner().invoke(main, ["cluster", "--model", "x", "--data", str(data), "--param", "oops"])
+    assert res.exit_code == 2 and "Invalid value for '--param': 'oops': expected KEY=VALUE" in res.output
+    assert res.output.strip().splitlines()[-1].startswith("Error: ")  # the problem in one line
     res = CliRunner().invoke(main, ["cluster", "--checkpoint", str(ckpt), "--data", str(data), "--dataset",
                                     MetaFolder.name, "--splits", "nope"])  # fmt: skip
     assert res.exit_code == 1 and "no split 'nope'" in res.output

@@ -138,16 +138,16 @@ def test_cli_writes_overlays_maps_metadata_comparison_and_sheet(
 
 
 def test_cli_two_models_side_by_side_and_checkpoint(films: Path, tmp_path: Path, tiny_registered: None) -> None:
-    ckpt = _save_tiny()
+    ckpt, other = _save_tiny(), _save_tiny()
     out = tmp_path / "out"
     res = CliRunner().invoke(
         main,
         [
             "explain",
-            "--checkpoint",
-            str(ckpt),
             "--model",
             str(ckpt),
+            "--model",
+            str(other),
             "--method",
             "cam",
             "--input",
@@ -220,18 +220,47 @@ def test_incompatible_model_and_method_is_one_line_error(films: Path, tmp_path: 
     assert res.stderr.startswith("error: ") and "cam" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
-def test_usage_errors_exit_2(films: Path) -> None:
-    runner = CliRunner()
-    # no method: the default (layercam) is used, so what fails is the unknown model, with exit 1
-    assert runner.invoke(main, ["explain", "--model", "x", "--input", str(films)]).exit_code == 1
-    assert runner.invoke(main, ["explain", "--method", "cam", "--input", str(films)]).exit_code == 2  # no model
-    assert runner.invoke(main, ["explain", "--model", "x", "--method", "cam"]).exit_code == 2  # no input
-    assert (
-        runner.invoke(
-            main, ["explain", "--model", "x", "--method", "cam", "--input", str(films), "--param", "oops"]
-        ).exit_code
-        == 2
-    )
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        # no method: the default (layercam) is used, so what fails is the unknown model, with exit 1
+        (["--model", "x"], 1, "error: x: no such checkpoint file or folder, and not a registered model name"),
+        (["--method", "cam"], 2, "give --model NAME (repeatable) or --checkpoint PATH"),
+        (["--model", "x", "--method", "cam", None], 2, "give --input PATH (repeatable) or --data DIR"),
+        (["--model", "x", "--method", "cam", "--param", "oops"], 2, "'oops': expected METHOD.KEY=VALUE"),
+        (["--model", "x", "--methods", "cam,saliency", "--param", "k=1"], 2, "'k=1': which method?"),
+        (["--model", "x", "--method", "cam", "--param", "saliency.k=1"], 2, "'saliency' is not among the chosen"),
+    ],
+)
+def test_usage_errors(args: list[str | None], code: int, message: str, films: Path) -> None:
+    given = [a for a in args if a is not None] + ([] if None in args else ["--input", str(films)])
+    res = CliRunner().invoke(main, ["explain", *given])
+    assert res.exit_code == code, res.output
+    assert message in res.output
+    assert res.output.strip().splitlines()[-1].startswith("Error: " if code == 2 else "error: ")
+
+
+def test_key_value_param_goes_to_the_one_method(films: Path, tmp_path: Path, tiny_registered: None) -> None:
+    ckpt = _save_tiny()
+    args = ["explain", "--checkpoint", str(ckpt), "--input", str(films / "loose.png"), "--json"]
+    one = CliRunner().invoke(main, [*args, "--method", "gradcam", "--param", "layer=body.3", "--out", str(tmp_path)])
+    assert one.exit_code == 0, one.output
+    assert json.loads(next(tmp_path.rglob("loose*.json")).read_text())["params"]["layer"] == "body.3"
+
+
+def test_faces_default_to_the_shared_method_and_threshold() -> None:
+    import inspect
+
+    from xray_xai import api, defaults
+    from xray_xai.cli.cluster import cluster as cluster_command
+    from xray_xai.cli.explain import explain as explain_command
+
+    for command in (explain_command, cluster_command):
+        threshold = next(p for p in command.params if p.name == "threshold")
+        assert threshold.default == defaults.DECISION_THRESHOLD
+    for function in (api.explain, api.cluster):
+        assert inspect.signature(function).parameters["threshold"].default == defaults.DECISION_THRESHOLD
+    assert api.DEFAULT_METHOD == defaults.DEFAULT_METHOD and api.split_names(None) == []
 
 
 def test_per_member_ensemble_outputs(films: Path, tmp_path: Path) -> None:

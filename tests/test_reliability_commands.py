@@ -336,8 +336,8 @@ CHECKPOINTS: dict[str, tuple[CheckpointMaker, str]] = {
 
 def _commands(ck: Path, root: Path, img: Path, out: Path) -> dict[str, list[object]]:
     return {
-        "predict": ["predict", "--model", "cnn-small", "--checkpoint", ck, "--input", img, "--csv", out / "p.csv"],
-        "evaluate": ["evaluate", "--model", "cnn-small", "--checkpoint", ck, "--data", root, "--out", out, "--json"],
+        "predict": ["predict", "--checkpoint", ck, "--input", img, "--csv", out / "p.csv"],
+        "evaluate": ["evaluate", "--checkpoint", ck, "--data", root, "--out", out, "--json"],
         "explain": ["explain", "--checkpoint", ck, "--method", "gradcam", "--input", img, "--out", out],
         "cluster": ["cluster", "--checkpoint", ck, "--data", root, "--k", "2", "--out", out],
         "audit": ["audit", "--models", ck, "--methods", "gradcam", "--data", root, "--n", "2", "--out", out],

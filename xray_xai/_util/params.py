@@ -4,10 +4,10 @@ several methods), values parsed as JSON when they can be (numbers, true/false, n
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["ParamError", "parse_method_params", "parse_params", "parse_value"]
+__all__ = ["ParamError", "method_params", "parse_method_params", "parse_params", "parse_value", "split_names"]
 
 
 class ParamError(ValueError):
@@ -43,4 +43,38 @@ def parse_method_params(items: Iterable[str]) -> dict[str, dict[str, Any]]:
         if not sep or not dot or not method.strip() or not name.strip():
             raise ParamError(f"{item!r}: expected METHOD.KEY=VALUE, e.g. saliency.n_segments=200")
         out.setdefault(method.strip(), {})[name.strip()] = parse_value(raw)
+    return out
+
+
+def split_names(*specs: str | Sequence[str] | None) -> list[str]:
+    """Names from comma-separated lists and sequences, stripped, first occurrence kept:
+    ``split_names("gradcam,saliency", ["gradcam"])`` -> ``["gradcam", "saliency"]``."""
+    names: list[str] = []
+    for spec in specs:
+        items = [spec] if isinstance(spec, str) else list(spec or ())
+        names += [n.strip() for item in items for n in str(item).split(",") if n.strip()]
+    return list(dict.fromkeys(names))
+
+
+def method_params(items: Iterable[str], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``--param`` items for ``methods``: ``METHOD.KEY=VALUE``, or ``KEY=VALUE`` when exactly one method is chosen;
+    values as JSON when they parse. Raises :class:`ParamError` (a ``ValueError``) on a malformed item or a method
+    that is not chosen."""
+    example = f"{methods[0] if methods else 'saliency'}.n_segments=200"
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, _ = item.partition("=")
+        if not sep or not key.strip():
+            raise ParamError(f"{item!r}: expected METHOD.KEY=VALUE (KEY=VALUE with one method), e.g. {example}")
+        if "." in key:
+            parsed = parse_method_params([item])
+        elif len(methods) == 1:
+            parsed = {methods[0]: parse_params([item])}
+        else:
+            raise ParamError(f"{item!r}: which method? expected METHOD.KEY=VALUE with {len(methods)} methods, e.g. "
+                             f"{methods[0]}.{key.strip()}=...")  # fmt: skip
+        for method, options in parsed.items():
+            if method not in methods:
+                raise ParamError(f"{item!r}: {method!r} is not among the chosen methods ({', '.join(methods)})")
+            out.setdefault(method, {}).update(options)
     return out

@@ -1,19 +1,18 @@
-"""Helpers shared by the command modules: error reporting, JSON output, progress bars."""
+"""Helpers shared by the command modules: error reporting, JSON output, ``--param`` parsing."""
 
 from __future__ import annotations
 
 import functools
-import json
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, Literal, TypeVar
 
 import click
 
-from xray_xai._util.fsutil import json_default
-from xray_xai.errors import XrayXaiError
+from xray_xai import api
+from xray_xai.errors import XrayXaiError, one_line
 
-__all__ = ["STRICT_HELP", "echo_json", "handle_errors"]
+__all__ = ["STRICT_HELP", "echo_json", "handle_errors", "param_option", "parse_or_bad_parameter", "refuse_on_ray"]
 
 #: ``--strict`` of the commands that read films (train, evaluate, predict, explain, cluster, audit).
 STRICT_HELP = (
@@ -25,18 +24,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def handle_errors(func: F) -> F:
-    """Turn :class:`XrayXaiError` (and a few OS errors) into one line on stderr and exit code 1."""
+    """Turn :class:`XrayXaiError` (and a few OS errors) into one line on stderr and exit code 1, a malformed option
+    value (:class:`xray_xai.api.ParamError`) into a usage error (exit code 2), Ctrl+C into exit code 130."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except XrayXaiError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-        except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-            where = getattr(exc, "filename", None)
-            click.echo(f"error: {where}: {exc.strerror}" if where else f"error: {exc}", err=True)
+        except api.ParamError as exc:
+            raise click.UsageError(one_line(exc)) from None
+        except (XrayXaiError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+            click.echo(f"error: {one_line(exc)}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
@@ -47,4 +45,30 @@ def handle_errors(func: F) -> F:
 
 def echo_json(data: Any) -> None:
     """Print ``data`` as indented JSON on stdout (numpy scalars and paths become plain values)."""
-    click.echo(json.dumps(data, indent=2, default=json_default))
+    click.echo(api.to_json(data))
+
+
+def parse_or_bad_parameter(parse: Callable[[], Any], hint: str = "'--param'") -> Any:
+    """Run ``parse`` (an api parser); its :class:`~xray_xai.api.ParamError` becomes a one-line click.BadParameter."""
+    try:
+        return parse()
+    except api.ParamError as exc:
+        raise click.BadParameter(one_line(exc), param_hint=hint) from None
+
+
+def param_option(ctx: click.Context, param: click.Parameter, value: Iterable[str]) -> dict[str, Any]:
+    """Callback for ``KEY=VALUE`` options (``--param``, ``-o``): a dict, values as JSON when they parse."""
+    return dict(parse_or_bad_parameter(lambda: api.parse_params(value), hint=f"'{param.opts[-1]}'"))
+
+
+#: option names of the API whose flag is not simply ``--name-with-dashes``
+_FLAGS = {"select_k_range": "--select-k", "on": "--on explanations"}
+
+
+def refuse_on_ray(command: Literal["explain", "cluster"], **options: Any) -> None:
+    """A usage error naming the flags that ``--backend ray`` of ``command`` cannot honour (see
+    :func:`xray_xai.api.ray_unsupported`)."""
+    bad = api.ray_unsupported(command, **options)
+    if bad:
+        flags = [_FLAGS.get(name, "--" + name.replace("_", "-")) for name in bad]
+        raise click.UsageError(f"{', '.join(flags)} only work with --backend local")

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
+from xray_xai import api
 from xray_xai.cli._common import echo_json, handle_errors
 
 __all__ = ["audit"]
-
-
-def _names(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 @click.command()
@@ -79,7 +76,7 @@ def audit(
     n: int,
     steps: int,
     grid: int,
-    baseline: str,
+    baseline: Literal["blur", "mean"],
     sanity_stages: int,
     control_faithfulness: bool,
     curve_check_n: int,
@@ -101,13 +98,11 @@ def audit(
     """
     import datetime as dt
 
-    from xray_xai.audit.service import audit as run_audit
-
     if out_dir is None:
         out_dir = Path(f"audit-{dt.datetime.now():%Y%m%d-%H%M%S}")
-    result = run_audit(
-        _names(models),
-        _names(methods),
+    result = api.audit(
+        api.split_names(models),
+        methods,
         data_root,
         dataset=dataset,
         split=split,
@@ -134,8 +129,6 @@ def _print_table(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from xray_xai.report.html import format_stat
-
     table = Table(title="audit (mean [95% CI])")
     cols = (
         ("deletion ↓", "faithfulness", "deletion_auc"),
@@ -151,7 +144,7 @@ def _print_table(result: dict[str, Any]) -> None:
         if pair.get("status") != "ok":
             table.add_row(pair["model"], pair["method"], f"skipped: {pair.get('reason', '')}")
             continue
-        cells = [format_stat((pair.get(sec) or {}).get(key)) for _, sec, key in cols]
+        cells = [api.format_stat((pair.get(sec) or {}).get(key)) for _, sec, key in cols]
         table.add_row(pair["model"], pair["method"], *cells, str(pair.get("sanity", {}).get("status", "")))
     Console().print(table)
     for problem in result.get("problems", []):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json as _json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
-from xray_xai.cli._common import echo_json, handle_errors
+from xray_xai import api
+from xray_xai.cli._common import echo_json, handle_errors, param_option, refuse_on_ray
 
 
 def _parse_range(text: str | None) -> list[int] | None:
@@ -28,35 +28,38 @@ def _parse_range(text: str | None) -> list[int] | None:
     return values
 
 
-def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
-    """``key=value`` pairs; values parsed as JSON when they can be (numbers, true/false, null), else strings."""
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise click.BadParameter(f"expected key=value, got {item!r}", param_hint="--param")
-        key, raw = item.split("=", 1)
-        try:
-            out[key.strip()] = _json.loads(raw)
-        except ValueError:
-            out[key.strip()] = raw
-    return out
-
-
 @click.command()
-@click.option("--model", "model_name", help="Model name (newest stored checkpoint of it) unless --checkpoint.")
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=True, path_type=Path), help="Weights to load.")
+@click.option("--model", "model_name", help="Model name (newest stored checkpoint of it) or checkpoint path.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, dir_okay=True, path_type=Path),
+    help="Weights to load (with --model NAME: checked to hold that model).",
+)
 @click.option("--data", "data_root", required=True, type=click.Path(exists=True, path_type=Path), help="Data set root.")
 @click.option("--dataset", help="Data set layout (mura, fracatlas, folder, synthetic); detected if omitted.")
 @click.option("--k", "k", default=4, show_default=True, type=click.IntRange(1), help="Number of clusters.")
 @click.option("--method", default="pca-kmeans", show_default=True, help="Clusterer plugin (xray-xai plugins).")
-@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Clusterer option, e.g. n_components=0.95.")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=param_option,
+    help="Clusterer option, e.g. n_components=0.95 (repeatable).",
+)
 @click.option("--splits", default="train,test", show_default=True, help="Splits pooled (MURA 'valid' = 'test').")
-@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="p(abnormal) cut.")
+@click.option(
+    "--threshold",
+    default=api.DECISION_THRESHOLD,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="p(abnormal) cut.",
+)
 @click.option("--all-images", is_flag=True, help="Cluster every film, not only those predicted abnormal.")
 @click.option("--region", help="Only this region (e.g. wrist).")
 @click.option("--per-region", is_flag=True, help="Cluster each region separately (one sub-folder each).")
 @click.option("--on", "on", type=click.Choice(["features", "explanations"]), default="features", show_default=True)
-@click.option("--explainer", default="gradcam", show_default=True, help="Explainer for --on explanations.")
+@click.option("--explainer", default=api.CLUSTER_EXPLAINER, show_default=True, help="Explainer for --on explanations.")
 @click.option("--grid", default=16, show_default=True, type=click.IntRange(1), help="Map size for --on explanations.")
 @click.option("--select-k", "select_k", metavar="RANGE", help="Choose K by silhouette over e.g. 2-10 (overrides --k).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
@@ -80,13 +83,13 @@ def cluster(
     dataset: str | None,
     k: int,
     method: str,
-    params: tuple[str, ...],
+    params: dict[str, Any],
     splits: str,
     threshold: float,
     all_images: bool,
     region: str | None,
     per_region: bool,
-    on: str,
+    on: Literal["features", "explanations"],
     explainer: str,
     grid: int,
     select_k: str | None,
@@ -117,58 +120,30 @@ def cluster(
       xray-xai cluster --model densenet-full --data MURA-v1.1 --on explanations --explainer gradcam --json
       xray-xai cluster --model densenet-full --data MURA-v1.1 --backend ray --ray-address auto --concurrency 16
     """
-    from xray_xai.cluster.service import cluster as run_cluster
-    from xray_xai.errors import XrayXaiError
-
     if region and per_region:
         raise click.UsageError("give either --region or --per-region, not both")
     if checkpoint is None and not model_name:
         raise click.UsageError("give --model NAME or --checkpoint PATH")
+    k_range = _parse_range(select_k)
     if backend == "ray":
-        unsupported = [flag for flag, used in (("--per-region", per_region), ("--select-k", bool(select_k)),
-                                               ("--on explanations", on != "features")) if used]  # fmt: skip
-        if unsupported:
-            raise click.UsageError(f"{', '.join(unsupported)} only work with --backend local")
-    model: Any = checkpoint if checkpoint is not None else model_name
-    if checkpoint is not None and model_name:
-        from xray_xai.models.store import load_model
-
-        model = load_model(checkpoint)
-        if model.name != model_name:
-            raise XrayXaiError(f"{checkpoint}: holds a {model.name!r} model, not {model_name!r}")
-    split_names = tuple(s for s in splits.split(",") if s.strip())
-    if backend == "ray":
-        _cluster_ray(
-            model, data_root, dataset=dataset, k=k, method=method, splits=split_names,
-            threshold=None if all_images else threshold, region=region, out_dir=out_dir, seed=seed,
-            batch_size=batch_size, method_params=_parse_params(params), concurrency=concurrency, address=ray_address,
-            as_json=as_json,
-        )  # fmt: skip
-        return
-    summary = run_cluster(
-        model,
-        data_root,
-        dataset=dataset,
-        k=k,
-        method=method,
-        splits=split_names,
-        threshold=None if all_images else threshold,
-        region=region,
-        per_region=per_region,
-        on=on,
-        explainer=explainer,
-        out_dir=out_dir,
-        seed=seed,
-        batch_size=batch_size,
-        json=True,
-        select_k_range=_parse_range(select_k),
-        method_params=_parse_params(params),
-        grid=grid,
-        progress=not as_json,
-    )
+        refuse_on_ray("cluster", per_region=per_region, select_k_range=k_range, on=on)
+    summary = api.cluster(
+        model_name, data_root, checkpoint=checkpoint, dataset=dataset, k=k, method=method, method_params=params,
+        splits=api.split_names(splits), threshold=None if all_images else threshold, region=region,
+        per_region=per_region, on=on, explainer=explainer, grid=grid, select_k_range=k_range, out_dir=out_dir,
+        seed=seed, batch_size=batch_size, json=True, progress=not as_json, backend=backend, concurrency=concurrency,
+        ray_address=ray_address,
+    )  # fmt: skip
     if as_json:
         echo_json(summary)
-        return
+    elif backend == "ray":
+        _report_ray(summary)
+    else:
+        _report(summary)
+
+
+def _report(summary: dict[str, Any]) -> None:
+    """Per group: silhouette and one line per cluster; then the unreadable films."""
     click.echo(f"{summary['n_selected']} of {summary['n_read']} films clustered -> {summary['out_dir']}")
     for name, group in summary["groups"].items():
         if name != "all":
@@ -185,14 +160,8 @@ def cluster(
         click.echo(f"{len(summary['skipped'])} unreadable films skipped, listed in {where}", err=True)
 
 
-def _cluster_ray(model: Any, data_root: Path, *, as_json: bool, **options: Any) -> None:
-    """``--backend ray``: call the distributed command and report it as JSON or one line."""
-    from xray_xai.scale.ray import cluster_command
-
-    summary = cluster_command(model, data_root, **options)
-    if as_json:
-        echo_json(summary)
-        return
+def _report_ray(summary: dict[str, Any]) -> None:
+    """``--backend ray`` in one line."""
     sizes = ", ".join(f"{c}: {n}" for c, n in summary["sizes"].items())
     how = "streamed" if summary["streamed"] else "in memory"
     click.echo(

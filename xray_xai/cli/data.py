@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import click
 
-from xray_xai.cli._common import echo_json, handle_errors
-from xray_xai.sdk.interfaces import REGIONS
+from xray_xai import api
+from xray_xai.cli._common import echo_json, handle_errors, param_option
 
 #: problems printed in the text report; --json lists them all
 MAX_PROBLEMS_SHOWN = 20
@@ -19,24 +18,15 @@ MAX_PROBLEMS_SHOWN = 20
 def _regions(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...] | None:
     """``--regions wrist,elbow`` and ``--regions wrist --regions elbow`` both work."""
     names = [v.strip().lower() for item in value for v in item.split(",") if v.strip()]
-    unknown = sorted(set(names) - set(REGIONS))
+    unknown = sorted(set(names) - set(api.REGIONS))
     if unknown:
-        raise click.BadParameter(f"unknown region(s) {', '.join(unknown)}; choose from {', '.join(REGIONS)}")
+        raise click.BadParameter(f"unknown region(s) {', '.join(unknown)}; choose from {', '.join(api.REGIONS)}")
     return tuple(dict.fromkeys(names)) or None
 
 
 def _options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, Any]:
-    """``-o key=value`` pairs; values are read as JSON when they parse (numbers, lists, true/false)."""
-    out: dict[str, Any] = {}
-    for item in value:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip().replace("-", "_")] = json.loads(raw)
-        except ValueError:
-            out[key.strip().replace("-", "_")] = raw
-    return out
+    """``-o key=value`` pairs (``key-name`` is ``key_name``); values are read as JSON when they parse."""
+    return {key.replace("-", "_"): v for key, v in param_option(ctx, param, value).items()}
 
 
 @click.command()
@@ -54,7 +44,7 @@ def _options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
     "--regions",
     multiple=True,
     callback=_regions,
-    help=f"Regions to draw from ({', '.join(REGIONS)}); comma-separated or repeated.",
+    help=f"Regions to draw from ({', '.join(api.REGIONS)}); comma-separated or repeated.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the path and a summary as JSON.")
 @handle_errors
@@ -77,18 +67,8 @@ def synth(
       xray-xai synth phantoms --n-studies 50 --seed 0
       xray-xai synth phantoms --n-studies 20 --regions wrist,elbow --image-size 64 --json
     """
-    from xray_xai.data.datasets import open_dataset, summarize
-    from xray_xai.data.datasets import synth as synth_data
-
-    options: dict[str, Any] = {}
-    if abnormal_fraction is not None:
-        options["abnormal_fraction"] = abnormal_fraction
-    if image_size is not None:
-        options["image_size"] = image_size
-    if regions:
-        options["regions"] = regions
-    root = synth_data(out, n_studies, seed, **options)
-    summary = summarize(open_dataset(root), progress=False)
+    root = api.synth(out, n_studies, seed, abnormal_fraction=abnormal_fraction, image_size=image_size, regions=regions)
+    summary = api.data_summary(root)
     if as_json:
         echo_json({"path": str(root), "summary": summary})
         return
@@ -130,10 +110,7 @@ def data(directory: Path, dataset_name: str | None, options: dict[str, Any], che
       xray-xai data ../shared/data/fracatlas --dataset fracatlas --json
       xray-xai data scans/ --dataset folder -o labels=labels.csv --check-images
     """
-    from xray_xai.data.datasets import open_dataset, summarize
-
-    ds = open_dataset(directory, dataset_name, **options)
-    summary = summarize(ds, images=check_images)
+    summary = api.data_summary(directory, dataset_name, images=check_images, progress=True, **options)
     if as_json:
         echo_json(summary)
         return

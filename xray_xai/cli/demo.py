@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from xray_xai import api
 from xray_xai.cli._common import echo_json, handle_errors
 
 
@@ -30,14 +31,8 @@ def demo(out: str, quick: bool, seed: int, as_json: bool) -> None:
       xray-xai explain --model densenet-full --method saliency --input demo/phantoms/MURA-v1.1/valid/.../image1.png
       xray-xai cluster --model densenet-full --data demo/phantoms --k 4
     """
-    from dataclasses import replace
-
-    from xray_xai.demo import DemoConfig
-    from xray_xai.demo import demo as run_demo
-
-    config = replace(DemoConfig.quick() if quick else DemoConfig(), seed=seed)
     log = (lambda msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
-    summary = run_demo(out, config=config, progress=not as_json, log=log)
+    summary = api.demo(out, quick=quick, seed=seed, progress=not as_json, log=log)
     if as_json:
         echo_json(summary)
         return

@@ -2,49 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
-from xray_xai.cli._common import STRICT_HELP, echo_json, handle_errors
-from xray_xai.sdk.explainer import DEFAULT_METHOD
-
-
-def _parse_params(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """``METHOD.KEY=VALUE`` options; values parsed as JSON when they can be (numbers, true/false), else strings."""
-    out: dict[str, dict[str, Any]] = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        method, dot, name = key.rpartition(".")
-        if not sep or not dot or not method or not name:
-            raise click.BadParameter(f"{item!r}: expected METHOD.KEY=VALUE, e.g. saliency.n_segments=200")
-        try:
-            value: Any = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out.setdefault(method, {})[name] = value
-    return out
-
-
-def _apply_layer(chosen: list[str], params: dict[str, dict[str, Any]], layer: str) -> None:
-    """``--layer NAME`` becomes ``layer=NAME`` of every chosen method that takes one (``layers`` for fusions)."""
-    import inspect
-
-    from xray_xai import get_explainer
-
-    taken = []
-    for name in chosen:
-        accepted = inspect.signature(get_explainer(name).__init__).parameters
-        key = "layer" if "layer" in accepted else "layers" if "layers" in accepted else None
-        if key is not None:
-            params.setdefault(name, {}).setdefault(key, layer)
-            taken.append(name)
-    if not taken:
-        raise click.UsageError(
-            f"--layer: none of {', '.join(chosen)} takes a layer (gradcam, layercam, hirescam, cam do)"
-        )
+from xray_xai import api
+from xray_xai.cli._common import STRICT_HELP, echo_json, handle_errors, parse_or_bad_parameter, refuse_on_ray
 
 
 @click.command()
@@ -54,11 +18,15 @@ def _apply_layer(chosen: list[str], params: dict[str, dict[str, Any]], layer: st
     multiple=True,
     help="Model name (newest trained one in the store) or checkpoint path; repeat to compare models side by side.",
 )
-@click.option("--checkpoint", type=click.Path(path_type=Path), help="Explain the model in this checkpoint file.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    help="Explain the model in this checkpoint (with --model NAME: its weights, checked to hold that model).",
+)
 @click.option(
     "--method",
     default=None,
-    help="Explanation method (see `xray-xai plugins --kind explainer`); default: layercam (stride 4, flip TTA).",
+    help=f"Explanation method (see `xray-xai plugins --kind explainer`); default: {api.DEFAULT_METHOD}.",
 )
 @click.option("--methods", default=None, help="Several methods, comma-separated, shown side by side.")
 @click.option(
@@ -74,7 +42,9 @@ def _apply_layer(chosen: list[str], params: dict[str, dict[str, Any]], layer: st
     show_default=True,
     help="Explain every image or only those predicted abnormal.",
 )
-@click.option("--threshold", type=float, default=0.5, show_default=True, help="Decision threshold for --only.")
+@click.option(
+    "--threshold", type=float, default=api.DECISION_THRESHOLD, show_default=True, help="Decision threshold for --only."
+)
 @click.option("--limit", type=int, default=None, help="At most this many images.")
 @click.option(
     "--out", type=click.Path(path_type=Path), default=Path("explanations"), show_default=True, help="Output folder."
@@ -100,7 +70,7 @@ def _apply_layer(chosen: list[str], params: dict[str, dict[str, Any]], layer: st
     "params",
     multiple=True,
     metavar="METHOD.KEY=VALUE",
-    help="A method option, e.g. saliency.n_segments=200 (repeatable).",
+    help="A method option, e.g. saliency.n_segments=200 (repeatable; KEY=VALUE when one method is chosen).",
 )
 @click.option(
     "--layer",
@@ -138,14 +108,14 @@ def explain(
     data: Path | None,
     dataset: str | None,
     split: str | None,
-    only: str,
+    only: Literal["all", "predicted-abnormal"],
     threshold: float,
     limit: int | None,
     out: Path,
     formats: str,
     per_member: bool,
     batch_size: int,
-    target: str,
+    target: Literal["abnormal", "normal"],
     params: tuple[str, ...],
     layer: str | None,
     seed: int,
@@ -172,51 +142,30 @@ def explain(
       xray-xai explain --model densenet-full --method gradcam --data MURA-v1.1 --backend ray --concurrency 8
       xray-xai explain --model densenet-full --method gradcam --layer features.denseblock3 --input film.png
     """
-    from xray_xai.explain.service import explain as run_explain
-
-    chosen = [m for spec in (method, methods) if spec for m in spec.split(",") if m.strip()]
-    if not chosen:  # the configuration that localised FracAtlas fractures best (docs/results.md)
-        chosen = [DEFAULT_METHOD]
     if not models and checkpoint is None:
         raise click.UsageError("give --model NAME (repeatable) or --checkpoint PATH")
     if not inputs and data is None:
         raise click.UsageError("give --input PATH (repeatable) or --data DIR")
-    method_params = _parse_params(params)
-    if layer:
-        _apply_layer(chosen, method_params, layer)
+    chosen = api.split_names(method, methods) or [api.DEFAULT_METHOD]
+    method_params = parse_or_bad_parameter(lambda: api.method_params(params, chosen))
     if backend == "ray":
-        _explain_ray(
-            models, chosen, inputs=inputs, data=data, dataset=dataset, split=split, checkpoint=checkpoint,
-            only=only, per_member=per_member, resume=resume, limit=limit, out=out, batch_size=batch_size,
-            target=target, params=method_params, seed=seed, concurrency=concurrency, address=ray_address,
-            as_json=as_json,
-        )  # fmt: skip
-        return
-    result = run_explain(
-        list(models),
-        chosen,
-        inputs=list(inputs),
-        data=data,
-        dataset=dataset,
-        split=split,
-        checkpoint=checkpoint,
-        only=only,  # type: ignore[arg-type]
-        threshold=threshold,
-        out=out,
-        formats=formats.split(","),
-        per_member=per_member,
-        batch_size=batch_size,
-        target=target,
-        seed=seed,
-        resume=resume,
-        params=method_params,
-        limit=limit,
-        show_progress=not as_json,
-        strict=strict,
-    )
+        refuse_on_ray("explain", only=only, per_member=per_member, resume=resume)
+    result = api.explain(
+        list(models), chosen, checkpoint=checkpoint, inputs=list(inputs), data=data, dataset=dataset, split=split,
+        only=only, threshold=threshold, out=out, formats=formats, per_member=per_member, batch_size=batch_size,
+        target=target, seed=seed, resume=resume, params=method_params, layer=layer, limit=limit,
+        show_progress=not as_json, backend=backend, concurrency=concurrency, ray_address=ray_address, strict=strict,
+    )  # fmt: skip
     if as_json:
-        echo_json(result.to_dict())
-        return
+        echo_json(result if isinstance(result, dict) else result.to_dict())
+    elif isinstance(result, dict):
+        _report_ray(result)
+    else:
+        _report(result)
+
+
+def _report(result: Any) -> None:
+    """The local run in a few lines: counts, the contact sheet, the first skipped files."""
     click.echo(
         f"explained {len({i['image_id'] for i in result.items})} image(s) with {', '.join(result.models)} x "
         f"{', '.join(result.methods)} in {result.seconds:.1f}s -> {result.out}"
@@ -226,34 +175,15 @@ def explain(
     if result.index:
         click.echo(f"contact sheet: {result.index}")
     if result.skipped:
-        click.echo(f"skipped {len(result.skipped)} file(s), listed in {out / 'skipped.csv'}:", err=True)
+        click.echo(f"skipped {len(result.skipped)} file(s), listed in {Path(result.out) / 'skipped.csv'}:", err=True)
         for p in result.skipped[:10]:
             click.echo(f"  {p}", err=True)
     if result.warnings:
-        click.echo(f"{len(result.warnings)} warning(s), listed in {out / 'warnings.csv'}", err=True)
+        click.echo(f"{len(result.warnings)} warning(s), listed in {Path(result.out) / 'warnings.csv'}", err=True)
 
 
-def _explain_ray(
-    models: tuple[str, ...],
-    methods: list[str],
-    *,
-    only: str,
-    per_member: bool,
-    resume: bool,
-    as_json: bool,
-    **options: Any,
-) -> None:
-    """``--backend ray``: refuse the options only the local backend has, call the distributed command, report."""
-    from xray_xai.scale.ray import explain_command
-
-    unsupported = [flag for flag, used in (("--only", only != "all"), ("--per-member", per_member),
-                                           ("--resume", resume)) if used]  # fmt: skip
-    if unsupported:
-        raise click.UsageError(f"{', '.join(unsupported)} only work with --backend local")
-    summary = explain_command(list(models), methods, **options)
-    if as_json:
-        echo_json(summary)
-        return
+def _report_ray(summary: dict[str, Any]) -> None:
+    """``--backend ray`` in one line (and the first skipped files)."""
     runs = summary["runs"]
     done = sum(int(r.get("n_explained", 0)) for r in runs)
     seconds = sum(float(r.get("seconds", 0.0)) for r in runs)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import click
 
+from xray_xai import api
 from xray_xai.cli._common import echo_json, handle_errors
 
 
@@ -11,7 +14,7 @@ from xray_xai.cli._common import echo_json, handle_errors
 @click.option("--kind", type=click.Choice(["model", "explainer", "clusterer", "dataset"]), help="Only this kind.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
-def plugins(kind: str | None, as_json: bool) -> None:
+def plugins(kind: Literal["model", "explainer", "clusterer", "dataset"] | None, as_json: bool) -> None:
     """List plugins with kind, name, providing package and version, description and tags.
 
     Plugins come from the entry-point groups xray_xai.models, xray_xai.explainers, xray_xai.clusterers and
@@ -23,9 +26,7 @@ def plugins(kind: str | None, as_json: bool) -> None:
       xray-xai plugins --kind explainer
       xray-xai plugins --json | jq '.[] | select(.kind=="model") | .name'
     """
-    from xray_xai.sdk.registry import all_plugins
-
-    infos = [i for i in all_plugins() if kind is None or i.kind == kind]
+    infos = api.list_plugins(kind)
     if as_json:
         echo_json([i.to_dict() for i in infos])
         return

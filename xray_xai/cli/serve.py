@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import click
 
+from xray_xai import api
 from xray_xai.cli._common import handle_errors
-from xray_xai.errors import XrayXaiError
 
 __all__ = ["serve"]
 
@@ -47,19 +45,13 @@ def serve(host: str, port: int, models: str | None, max_upload_mb: float, log_le
       xray-xai serve
       xray-xai serve --models cnn-small,densenet-full --port 8080
     """
-    needed = {"fastapi": "fastapi", "uvicorn": "uvicorn", "jinja2": "jinja2", "python_multipart": "python-multipart"}
-    missing = [pkg for mod, pkg in needed.items() if importlib.util.find_spec(mod) is None]
-    if missing:
-        raise XrayXaiError(f"the web server needs {', '.join(missing)}: pip install 'xray-xai[web]'")
-    from xray_xai.web import run_server
-
-    specs = [m.strip() for m in models.split(",") if m.strip()] if models else None
-    click.echo(f"xray-xai: serving on http://{host}:{port}/ (Ctrl+C to stop)", err=True)
-    run_server(
+    specs = api.split_names(models) or None
+    api.serve(
         host,
         port,
         specs,
         max_upload_mb=max_upload_mb,
         log_level=log_level,
         warn=lambda msg: click.secho(msg, err=True, fg="red", bold=True),
+        log=lambda msg: click.echo(f"xray-xai: {msg}", err=True),
     )

@@ -1,18 +1,16 @@
-"""``xray-xai train | evaluate | predict | models``: thin faces over :mod:`xray_xai.models.training` and
-:mod:`xray_xai.models.evaluation` (all logic lives there, so scripts get the same through the Python API)."""
+"""``xray-xai train | evaluate | predict | models``: thin faces over :func:`xray_xai.api.train`,
+:func:`~xray_xai.api.evaluate`, :func:`~xray_xai.api.predict` and :func:`~xray_xai.api.list_store` (all logic lives
+behind the API, so scripts get the same)."""
 
 from __future__ import annotations
 
-import csv
-import io
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from xray_xai import api
 from xray_xai.cli._common import STRICT_HELP, echo_json, handle_errors
-from xray_xai.models.training import LOSSES, MONITORS, OPTIMIZERS, SCHEDULES
 
 
 def _fmt(v: Any) -> str:
@@ -30,23 +28,23 @@ def _fmt(v: Any) -> str:
     "--letterbox", is_flag=True, help="Fit films into the input square keeping their aspect ratio (black bars)."
 )
 @click.option("--lr", type=float, help="Learning rate (default: 1e-3 for SGD and AdamW, 1e-4 for Adam).")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True)
+@click.option("--optimizer", type=click.Choice(api.TRAIN_CHOICES["optimizer"]), default="sgd", show_default=True)
 @click.option("--weight-decay", type=click.FloatRange(min=0), help="Weight decay (default: 0.01 for AdamW, else 0).")
 @click.option(
     "--schedule",
-    type=click.Choice(SCHEDULES),
+    type=click.Choice(api.TRAIN_CHOICES["schedule"]),
     default="plateau",
     show_default=True,
     help="plateau: LR / 10 after 5 epochs without lower val loss; cosine: half-epoch warm-up, cosine decay to 0.",
 )
 @click.option(
     "--monitor",
-    type=click.Choice(MONITORS),
+    type=click.Choice(api.TRAIN_CHOICES["monitor"]),
     default="accuracy",
     show_default=True,
     help="Validation metric that picks the kept epoch and drives --early-stop.",
 )
-@click.option("--loss", type=click.Choice(LOSSES), default="bce", show_default=True)
+@click.option("--loss", type=click.Choice(api.TRAIN_CHOICES["loss"]), default="bce", show_default=True)
 @click.option(
     "--early-stop",
     default=4,
@@ -128,50 +126,14 @@ def train(
       xray-xai train --model efficientnet-lite0 --data fracatlas --optimizer adamw \\
         --schedule cosine --monitor auroc --augment light --loss weighted-bce --epochs 6
     """
-    from xray_xai.errors import PluginError
-    from xray_xai.models.training import train as run_train
-
-    options: dict[str, Any] = {}
-    if hidden is not None:
-        try:
-            hidden_clean = "" if hidden.strip().lower() in ("", "none") else hidden
-            options["hidden"] = [int(h) for h in hidden_clean.split(",") if h.strip()]
-        except ValueError:
-            raise PluginError(f"--hidden expects comma-separated integers, got {hidden!r}") from None
-    if dropout is not None:
-        options["dropout"] = dropout
-    if init is not None:
-        options["init"] = init
-    if members:
-        options["members"] = members
-    result = run_train(
-        model_name,
-        data_root,
-        dataset=dataset,
-        epochs=epochs,
-        batch_size=batch_size,
-        image_size=image_size,
-        letterbox=letterbox,
-        lr=lr,
-        optimizer=optimizer,
-        weight_decay=weight_decay,
-        schedule=schedule,
-        monitor=monitor,
-        loss=loss,
-        early_stop=early_stop,
-        seed=seed,
-        device=device,
-        resume=resume,
-        augment="none" if no_augment else augment,
-        out_dir=out_dir,
-        pretrained=pretrained,
-        max_images=max_images,
-        progress=not as_json,
-        channels_last=channels_last,
-        amp=amp,
-        strict=strict,
-        **options,
-    )
+    result = api.train(
+        model_name, data_root, dataset=dataset, epochs=epochs, batch_size=batch_size, image_size=image_size,
+        letterbox=letterbox, lr=lr, optimizer=optimizer, weight_decay=weight_decay, schedule=schedule,
+        monitor=monitor, loss=loss, early_stop=early_stop, seed=seed, device=device, resume=resume,
+        augment="none" if no_augment else augment, out_dir=out_dir, pretrained=pretrained, max_images=max_images,
+        progress=not as_json, channels_last=channels_last, amp=amp, strict=strict,
+        **_head_options(hidden, dropout, init, members),
+    )  # fmt: skip
     if as_json:
         echo_json(result.to_dict())
         return
@@ -185,9 +147,34 @@ def train(
     click.echo(f"best epoch {result.best_epoch}: saved {result.checkpoint}")
 
 
+def _head_options(hidden: str | None, dropout: float | None, init: str | None, members: str | None) -> dict[str, Any]:
+    """The model options given on the command line (``--hidden 512,256`` or ``none``, ``--dropout``, ``--init``,
+    ``--members``); those not given are left to the model's defaults."""
+    options: dict[str, Any] = {}
+    if hidden is not None:
+        try:
+            hidden_clean = "" if hidden.strip().lower() in ("", "none") else hidden
+            options["hidden"] = [int(h) for h in hidden_clean.split(",") if h.strip()]
+        except ValueError:
+            raise click.BadParameter(
+                f"expected comma-separated integers or none, got {hidden!r}", param_hint="'--hidden'"
+            ) from None
+    if dropout is not None:
+        options["dropout"] = dropout
+    if init is not None:
+        options["init"] = init
+    if members:
+        options["members"] = members
+    return options
+
+
 @click.command()
-@click.option("--model", "model_name", required=True, help="Model name (newest trained in the store) or checkpoint.")
-@click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), help="A checkpoint folder or file.")
+@click.option("--model", "model_name", help="Model name (newest trained in the store) or checkpoint path.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, path_type=Path),
+    help="A checkpoint folder or file (with --model NAME: checked to hold that model).",
+)
 @click.option("--data", "data_root", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--dataset", help="Dataset plugin: mura, fracatlas, synthetic, folder... (default: detected).")
 @click.option("--split", default="test", show_default=True)
@@ -201,7 +188,7 @@ def train(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @handle_errors
 def evaluate(
-    model_name: str,
+    model_name: str | None,
     checkpoint: Path | None,
     data_root: Path,
     dataset: str | None,
@@ -226,10 +213,10 @@ def evaluate(
       xray-xai evaluate --model cnn-small --checkpoint ~/.xray-xai/models/cnn-small/2026... --data phantoms --json
       xray-xai evaluate --model efficientnet-lite0 --data fracatlas --dataset fracatlas --tta
     """
-    from xray_xai.models.evaluation import evaluate as run_evaluate
-
-    result = run_evaluate(
-        model_name,
+    if not model_name and checkpoint is None:
+        raise click.UsageError("give --model NAME or --checkpoint PATH")
+    result = api.evaluate(
+        api.resolve_model(model_name, checkpoint),
         data_root,
         dataset=dataset,
         split=split,
@@ -238,7 +225,6 @@ def evaluate(
         seed=seed,
         out_dir=out_dir,
         device=device,
-        checkpoint=checkpoint,
         progress=not as_json,
         tta=tta,
         strict=strict,
@@ -287,8 +273,12 @@ def _print_evaluation(result: dict[str, Any]) -> None:
 
 
 @click.command()
-@click.option("--model", "model_name", required=True, help="Model name (newest trained in the store) or checkpoint.")
-@click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), help="A checkpoint folder or file.")
+@click.option("--model", "model_name", help="Model name (newest trained in the store) or checkpoint path.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, path_type=Path),
+    help="A checkpoint folder or file (with --model NAME: checked to hold that model).",
+)
 @click.option("--input", "inputs", multiple=True, type=click.Path(exists=True, path_type=Path), help="Image or folder.")
 @click.option("--data", "data_root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--dataset", help="Dataset plugin reading --data (default: detected).")
@@ -301,7 +291,7 @@ def _print_evaluation(result: dict[str, Any]) -> None:
 @click.option("--strict", is_flag=True, help=STRICT_HELP)
 @handle_errors
 def predict(
-    model_name: str,
+    model_name: str | None,
     checkpoint: Path | None,
     inputs: tuple[Path, ...],
     data_root: Path | None,
@@ -324,18 +314,16 @@ def predict(
       xray-xai predict --model cnn-small --input films/ --csv predictions.csv
       xray-xai predict --model cnn-small --data phantoms --split test --json
     """
-    from xray_xai._util.fsutil import atomic_write_text, write_skipped_csv
-    from xray_xai.models.evaluation import predict as run_predict
-
+    if not model_name and checkpoint is None:
+        raise click.UsageError("give --model NAME or --checkpoint PATH")
     if bool(inputs) == (data_root is not None):
         raise click.UsageError("give either --input (one or more) or --data")
-    rows, problems = run_predict(
-        model_name,
+    rows, problems = api.predict(
+        api.resolve_model(model_name, checkpoint),
         list(inputs) or None,
         data_root=data_root,
         split=split,
         dataset=dataset,
-        checkpoint=checkpoint,
         batch_size=batch_size,
         device=device,
         progress=not as_json,
@@ -348,23 +336,14 @@ def predict(
         click.echo(f"skipped: {p}", err=True)
     for p in warned:
         click.echo(f"warning: {p}", err=True)
-    fields = ["path", "study", "region", "label", "probability", "prediction", "study_probability"]
     if csv_path is not None:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_text(csv_path, buf.getvalue())
-        if problems or warned:  # beside the table, named after it: --csv may point into a folder another command owns
-            listed = write_skipped_csv(csv_path.with_name(f"{csv_path.stem}.skipped.csv"), problems, warnings=warned)
-            if problems:
-                click.echo(f"{len(problems)} file(s) skipped, listed in {listed}", err=True)
+        listed = api.write_predictions(csv_path, rows, problems, warnings=warned)
+        if listed is not None and problems:
+            click.echo(f"{len(problems)} file(s) skipped, listed in {listed}", err=True)
     if as_json:
         echo_json(rows)
     elif csv_path is None:
-        writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+        click.echo(api.predictions_csv(rows), nl=False)
 
 
 @click.command()
@@ -378,9 +357,7 @@ def models(as_json: bool) -> None:
       xray-xai models
       xray-xai models --json | jq '.[].path'
     """
-    from xray_xai.models.store import list_store
-
-    entries = list_store()
+    entries = api.list_store()
     if as_json:
         echo_json(entries)
         return
