@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from xray_xai._util.fsutil import make_shareable
 from xray_xai.errors import CheckpointError, UnknownPluginError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -144,10 +145,11 @@ def save_model(model: Model, out_dir: str | Path | None = None, *, metadata: dic
         final = Path(out_dir)
         parent = final.parent
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=parent))
+    tmp = make_shareable(tempfile.mkdtemp(prefix=f".{final.name}.", dir=parent))  # mkdtemp makes it 0700
     try:
         weights = tmp / WEIGHTS
         safetensors.torch.save_file(state, str(weights), metadata={"format": "pt", "xray_xai_model": name})
+        make_shareable(weights)  # safetensors writes 0600 whatever the umask
         sidecar["weights_sha256"] = _sha256(weights)
         (tmp / SIDECAR).write_text(json.dumps(sidecar, indent=2, default=_json_default) + "\n", encoding="utf-8")
         if final.exists():  # explicit out_dir being overwritten: replace the two files, keep anything else there
