@@ -37,7 +37,7 @@ def case_train(model_name: str, image_size: int, n_images: int, batch: int, repe
             Path(tmp) / "data", n_studies=max(12, n_images), image_size=256, seed=0, progress=False
         )
         # the images train() will use: the same subset rule (max_images, seed 0)
-        from xray_xai.models.training import _subset
+        from xray_xai.models.splits import subset as _subset
 
         recs = _subset([r for r in open_dataset(root).records("train") if r.label is not None], n_images, 0)
         cls = models.get(model_name)

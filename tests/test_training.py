@@ -12,7 +12,8 @@ from PIL import Image
 
 from xray_xai.errors import CheckpointError
 from xray_xai.models.metrics import auroc
-from xray_xai.models.training import _sample_weights, class_weights, region_class_weights, split_fingerprint, train
+from xray_xai.models.splits import sample_weights as _sample_weights
+from xray_xai.models.training import class_weights, region_class_weights, split_fingerprint, train
 from xray_xai.sdk.interfaces import Record
 
 OPTS = {"val_fraction": 0.3}
@@ -159,7 +160,7 @@ def test_lbp_logreg_trains_with_fit(tiny_mura: Path, tmp_path: Path) -> None:
 
 
 def test_a_last_batch_of_one_does_not_break_batchnorm(tiny_mura: Path, tmp_path: Path) -> None:
-    from xray_xai.models.training import _open_splits
+    from xray_xai.models.splits import open_splits as _open_splits
 
     _, recs, _ = _open_splits(tiny_mura, "mura", None, None, 0, OPTS)
     # cnn-small's head has batch-norm layers; a batch size that leaves one image over
@@ -169,7 +170,7 @@ def test_a_last_batch_of_one_does_not_break_batchnorm(tiny_mura: Path, tmp_path:
 
 
 def test_cosine_schedule_warms_up_and_decays_to_zero() -> None:
-    from xray_xai.models.training import _scheduler
+    from xray_xai.models.epochs import make_scheduler as _scheduler
 
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.AdamW([p], lr=1.0)
