@@ -26,11 +26,13 @@ def case_train(model_name: str, image_size: int, n_images: int, batch: int, repe
     import torch.nn.functional as F
     from xray_xai_plugins.datasets.synthetic import SyntheticDataset
 
+    from xray_xai._util.allocator import keep_freed_memory
     from xray_xai.data.datasets import open_dataset
     from xray_xai.data.preprocessing import RecordDataset
     from xray_xai.models.training import train
     from xray_xai.sdk.registry import models
 
+    keep_freed_memory()  # as the CLI does at its entry; train() leaves the process's allocator alone
     threads = set_threads()
     with tempfile.TemporaryDirectory() as tmp:
         root = SyntheticDataset.generate(

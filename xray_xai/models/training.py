@@ -96,14 +96,31 @@ def _deterministic() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """The run's random state: seeded as ``torch.manual_seed(seed)`` would (process-wide for now)."""
+    """The run's random state: torch's global generator (and ``device``'s) seeded with ``seed`` inside a fork that
+    restores the process's state afterwards.
+
+    Model initialisation, dropout and augmentation draw from the global generator (a module's initialiser takes no
+    generator), so seeding it in a fork gives the weights ``torch.manual_seed(seed)`` gave, without leaving the
+    process seeded. Only the CPU generator and the training device's are touched.
+    """
     import torch
 
-    from xray_xai._util.allocator import keep_freed_memory
-
-    keep_freed_memory()  # large activations re-used, not page-faulted in every step (1.4x on CPU)
-    torch.manual_seed(seed)
-    yield
+    kind = device.type
+    if kind == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        forked, fork_kind = [index], "cuda"
+    elif kind == "mps":
+        forked, fork_kind = [0], "mps"
+    else:
+        forked, fork_kind = [], "cuda"
+    with torch.random.fork_rng(devices=forked, device_type=fork_kind):
+        torch.random.default_generator.manual_seed(seed)
+        if kind == "cuda":
+            with torch.cuda.device(forked[0]):
+                torch.cuda.manual_seed(seed)
+        elif kind == "mps":
+            torch.mps.manual_seed(seed)
+        yield
 
 
 # -- preparing a run ----------------------------------------------------------------------------------------------
