@@ -127,6 +127,7 @@ def train(
         --schedule cosine --monitor auroc --augment light --loss weighted-bce --epochs 6
     """
     from xray_xai.errors import PluginError
+    from xray_xai.models.training import epoch_line
     from xray_xai.models.training import train as run_train
 
     options: dict[str, Any] = {}
@@ -167,13 +168,13 @@ def train(
         progress=not as_json,
         channels_last=channels_last,
         amp=amp,
+        # each epoch's line as it ends (click.echo flushes: `train ... 2> log` shows the epochs as they come)
+        on_epoch=None if as_json else lambda row: click.echo(epoch_line(row), err=True),
         **options,
     )
     if as_json:
         echo_json(result.to_dict())
         return
-    for row in result.history:
-        click.echo("  ".join(f"{k}={_fmt(v)}" for k, v in row.items()), err=True)
     if result.skipped:
         click.echo(f"{len(result.skipped)} image(s) skipped, listed in {result.run_dir / 'skipped.csv'}", err=True)
     click.echo(f"best epoch {result.best_epoch}: saved {result.checkpoint}")

@@ -10,7 +10,7 @@ from typing import Any
 from xray_xai._util.fsutil import atomic_write_json, write_skipped_csv
 from xray_xai.errors import PluginError
 from xray_xai.models.config import TrainConfig
-from xray_xai.models.runs import TrainResult, default_run_dir, save_to_store
+from xray_xai.models.runs import EpochCallback, TrainResult, default_run_dir, save_to_store
 from xray_xai.models.splits import open_splits, split_fingerprint
 from xray_xai.sdk.interfaces import Problem, Record
 
@@ -84,6 +84,7 @@ def train_ensemble(
     out_dir: str | Path | None = None,
     save: bool = True,
     progress: bool = True,
+    on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
     """``ensemble-mean``: resolve and check the members, score on val, save the member list (no new weights).
 
@@ -123,6 +124,9 @@ def train_ensemble(
         "seconds": round(time.perf_counter() - t0, 3),
     }
     history.append(row)
+    if on_epoch is not None:  # per region (calibrated), then the ensemble on val
+        for entry in history:
+            on_epoch(dict(entry))
     write_skipped_csv(run_dir / "skipped.csv", skipped)
     metadata = {
         "dataset": ds_name,

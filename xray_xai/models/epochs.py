@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,12 +22,10 @@ from typing import Any
 from xray_xai._util.fsutil import atomic_write_json, write_skipped_csv
 from xray_xai.errors import PluginError
 from xray_xai.models.config import WARMUP_EPOCHS, TrainConfig
-from xray_xai.models.runs import TrainResult, load_last, save_last, write_history
+from xray_xai.models.runs import EpochCallback, TrainResult, load_last, save_last, write_history
 from xray_xai.sdk.interfaces import Problem, Record
 
 __all__ = ["RunSpec", "train_torch"]
-
-EpochCallback = Callable[[dict[str, Any]], None]
 
 
 @dataclass

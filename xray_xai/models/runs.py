@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from xray_xai.sdk.interfaces import Problem
 
 __all__ = [
     "HISTORY_FIELDS",
+    "EpochCallback",
     "TrainResult",
     "default_run_dir",
     "epoch_line",
@@ -28,6 +30,9 @@ __all__ = [
     "save_to_store",
     "write_history",
 ]
+
+#: called with each history row as soon as its epoch is saved (``xray-xai train`` prints it)
+EpochCallback = Callable[[dict[str, Any]], None]
 
 HISTORY_FIELDS: tuple[str, ...] = (
     "epoch",

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +48,15 @@ from xray_xai.models.config import (
 )
 from xray_xai.models.ensemble_training import ENSEMBLES, train_ensemble
 from xray_xai.models.epochs import RunSpec, train_torch
-from xray_xai.models.runs import HISTORY_FIELDS, TrainResult, default_run_dir, epoch_line, save_to_store, write_history
+from xray_xai.models.runs import (
+    HISTORY_FIELDS,
+    EpochCallback,
+    TrainResult,
+    default_run_dir,
+    epoch_line,
+    save_to_store,
+    write_history,
+)
 from xray_xai.models.splits import class_weights, open_splits, region_class_weights, split_fingerprint
 from xray_xai.sdk.interfaces import Problem, Record
 
@@ -188,7 +196,7 @@ def train(
     resume: bool = False,
     save: bool = True,
     progress: bool = True,
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_epoch: EpochCallback | None = None,
     **options: Any,
 ) -> TrainResult:
     """Train ``model_name`` on the ``train`` split of ``data_root``, validate on ``val``, keep the best epoch.
@@ -208,7 +216,7 @@ def train(
     if model_name in ENSEMBLES and init_from is None:
         return train_ensemble(
             model_name, data_root, cfg, dataset=dataset, dataset_options=dataset_options, out_dir=out_dir, save=save,
-            progress=progress,
+            progress=progress, on_epoch=on_epoch,
         )  # fmt: skip
     import torch
 
@@ -216,7 +224,7 @@ def train(
     with _seeded(cfg.seed, dev):
         model, spec = _prepare(model_name, data_root, cfg, dataset, dataset_options, init_from, out_dir)
         if not isinstance(model, torch.nn.Module):
-            return _train_fit(model, spec, cfg, save)
+            return _train_fit(model, spec, cfg, save, on_epoch)
         with _deterministic():
             return train_torch(
                 model, spec, cfg, dev=dev, resume=resume, progress=progress, save=save, on_epoch=on_epoch,
@@ -245,7 +253,9 @@ def _load_films(records: list[Record], pre: Any, batch_size: int) -> tuple[Any, 
     return torch.cat(xs), torch.cat(idxs).tolist(), list(ds.skipped)
 
 
-def _train_fit(model: Any, spec: RunSpec, cfg: TrainConfig, save: bool) -> TrainResult:
+def _train_fit(
+    model: Any, spec: RunSpec, cfg: TrainConfig, save: bool, on_epoch: EpochCallback | None = None
+) -> TrainResult:
     """Models without epochs (``lbp-logreg``): one ``fit(images, labels)`` on the training split, scored on val."""
     import numpy as np
     import torch
@@ -278,6 +288,8 @@ def _train_fit(model: Any, spec: RunSpec, cfg: TrainConfig, save: bool) -> Train
     skipped = skipped + vskipped
     write_skipped_csv(spec.run_dir / "skipped.csv", skipped)
     write_history(spec.run_dir, [row], plot=False)
+    if on_epoch is not None:
+        on_epoch(dict(row))
     metadata = {
         "dataset": spec.ds_name,
         "split_fingerprint": spec.fingerprint,
