@@ -26,18 +26,20 @@ def case_train(model_name: str, image_size: int, n_images: int, batch: int, repe
     import torch.nn.functional as F
     from xray_xai_plugins.datasets.synthetic import SyntheticDataset
 
+    from xray_xai._util.allocator import keep_freed_memory
     from xray_xai.data.datasets import open_dataset
     from xray_xai.data.preprocessing import RecordDataset
     from xray_xai.models.training import train
     from xray_xai.sdk.registry import models
 
+    keep_freed_memory()  # as the CLI does at its entry; train() leaves the process's allocator alone
     threads = set_threads()
     with tempfile.TemporaryDirectory() as tmp:
         root = SyntheticDataset.generate(
             Path(tmp) / "data", n_studies=max(12, n_images), image_size=256, seed=0, progress=False
         )
         # the images train() will use: the same subset rule (max_images, seed 0)
-        from xray_xai.models.training import _subset
+        from xray_xai.models.splits import subset as _subset
 
         recs = _subset([r for r in open_dataset(root).records("train") if r.label is not None], n_images, 0)
         cls = models.get(model_name)

@@ -108,3 +108,31 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert res.exit_code == 1 and res.output == "error: an ensemble needs at least two members, got ['x']\n"
     res = runner.invoke(main, ["predict", "--model", "cnn-small"])
     assert res.exit_code == 2 and "give either --input (one or more) or --data" in res.output
+
+
+def test_train_logs_each_epoch_as_it_ends_with_a_readable_lr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`xray-xai train ... 2> log` shows finished epochs before the run ends (here: a run that fails in epoch 2),
+    and a learning rate of 5e-4 is printed as such, not as lr=0.000."""
+    import re
+
+    from xray_xai.errors import DataError
+    from xray_xai.models import epochs
+
+    real_epoch = epochs._epoch
+
+    def failing_in_epoch_2(*args: object, **kwargs: object) -> object:
+        if args[6] == 2:  # the epoch number
+            raise DataError("films", "disk gone in epoch 2")
+        return real_epoch(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(epochs, "_epoch", failing_in_epoch_2)
+    root = make_tiny_mura(tmp_path / "data", n_patients=40, size=24)
+    res = CliRunner().invoke(
+        main,
+        ["train", "--model", "cnn-small", "--data", str(root), "--epochs", "3", "--image-size", "24", "--optimizer",
+         "adam", "--lr", "5e-4", "--out", str(tmp_path / "run")],
+    )  # fmt: skip
+    assert res.exit_code != 0 and "disk gone in epoch 2" in res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.startswith("epoch=")]
+    assert len(lines) == 1 and lines[0].startswith("epoch=1  ")
+    assert re.search(r"  lr=5\.00e-04  ", lines[0]), lines[0]

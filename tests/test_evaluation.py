@@ -159,3 +159,18 @@ def test_flip_tta_averages_the_film_and_its_two_flips(trained: tuple[Path, Path]
     assert not np.allclose(tta, plain)  # the flips are not the film: TTA changes the scores
     out = evaluate(ckpt, root, dataset="mura", bootstrap=0, dataset_options=OPTS, tta=True)
     assert out["tta"] is True
+
+
+def test_evaluation_plots_leave_the_matplotlib_backend_alone(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    import matplotlib
+
+    root, ckpt = trained
+    backend = matplotlib.get_backend()
+    matplotlib.use("svg")  # a library call that switched to Agg would show
+    try:
+        evaluate(ckpt, root, dataset="mura", bootstrap=0, out_dir=tmp_path, dataset_options=OPTS)
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(backend)
+    for name in ("roc.png", "confusion.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -189,3 +191,24 @@ def test_members_hook_for_ensembles(tmp_path: Path) -> None:
         registry.models.unregister("test-combo")
     assert isinstance(loaded, Combo)
     assert calls and calls[0][0]["members"] == ["a", "b"] and calls[0][1] == folder / "model.safetensors"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_store_files_get_the_permissions_the_umask_allows(tmp_path: Path, umask: int) -> None:
+    """A store shared by a lab: checkpoint folders and files are as readable as the umask allows (not 0700/0600)."""
+    from xray_xai._util.fsutil import atomic_write_text
+
+    old = os.umask(umask)
+    try:
+        folder = store.save_model(_cnn())  # a new folder in the store
+        again = store.save_model(_cnn(seed=1), tmp_path / "explicit")  # an explicit folder...
+        store.save_model(_cnn(seed=2), again)  # ...and one overwritten in place
+        text = atomic_write_text(tmp_path / "out" / "note.txt", "x")
+    finally:
+        os.umask(old)
+    for d in (folder, again):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o777 & ~umask, d
+        for f in (d / "model.safetensors", d / "model.json"):
+            assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask, f
+    assert stat.S_IMODE(text.stat().st_mode) == 0o666 & ~umask

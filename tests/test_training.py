@@ -12,7 +12,8 @@ from PIL import Image
 
 from xray_xai.errors import CheckpointError
 from xray_xai.models.metrics import auroc
-from xray_xai.models.training import _sample_weights, class_weights, region_class_weights, split_fingerprint, train
+from xray_xai.models.splits import sample_weights as _sample_weights
+from xray_xai.models.training import class_weights, region_class_weights, split_fingerprint, train
 from xray_xai.sdk.interfaces import Record
 
 OPTS = {"val_fraction": 0.3}
@@ -159,7 +160,7 @@ def test_lbp_logreg_trains_with_fit(tiny_mura: Path, tmp_path: Path) -> None:
 
 
 def test_a_last_batch_of_one_does_not_break_batchnorm(tiny_mura: Path, tmp_path: Path) -> None:
-    from xray_xai.models.training import _open_splits
+    from xray_xai.models.splits import open_splits as _open_splits
 
     _, recs, _ = _open_splits(tiny_mura, "mura", None, None, 0, OPTS)
     # cnn-small's head has batch-norm layers; a batch size that leaves one image over
@@ -169,7 +170,7 @@ def test_a_last_batch_of_one_does_not_break_batchnorm(tiny_mura: Path, tmp_path:
 
 
 def test_cosine_schedule_warms_up_and_decays_to_zero() -> None:
-    from xray_xai.models.training import _scheduler
+    from xray_xai.models.epochs import make_scheduler as _scheduler
 
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.AdamW([p], lr=1.0)
@@ -221,3 +222,67 @@ def test_letterbox_training_is_recorded_and_restored(tiny_mura: Path, tmp_path: 
     assert side["preprocessing"]["mode"] == "letterbox" and side["preprocessing"]["input_size"] == 32
     model = load_model(res.checkpoint)  # type: ignore[attr-defined]
     assert model.preprocessing.mode == "letterbox" and model.preprocessing.crop is None
+
+
+def test_train_leaves_the_process_as_it_found_it(
+    tiny_mura: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No process-wide side effect: torch's global RNG state, the allocator and the matplotlib backend are unchanged,
+    and the run still draws the weights a global ``torch.manual_seed(seed)`` gave."""
+    import matplotlib
+
+    from xray_xai._util import allocator
+
+    calls: list[str] = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append("mallopt") or True)
+    backend = matplotlib.get_backend()
+    matplotlib.use("svg")  # a non-Agg backend: a library call that switches to Agg shows
+    try:
+        torch.manual_seed(1234)
+        torch.rand(3)  # somewhere in the middle of the process's stream
+        before = torch.get_rng_state()
+        expected = torch.rand(5)
+        torch.set_rng_state(before)
+        res = _train(tiny_mura, tmp_path / "run", epochs=1, save=False)
+        assert matplotlib.get_backend() == "svg"
+        assert torch.equal(torch.get_rng_state(), before)
+        assert torch.equal(torch.rand(5), expected)
+    finally:
+        matplotlib.use(backend)
+    assert calls == []
+    assert (tmp_path / "run" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    # the weights are those of a process seeded globally, as the documented recipe always trained them
+    torch.manual_seed(0)
+    fresh = _train(tiny_mura, tmp_path / "again", epochs=1, save=False)
+    assert fresh.history[0]["train_loss"] == res.history[0]["train_loss"]  # type: ignore[attr-defined]
+
+
+def test_train_config_is_the_recipe(tiny_mura: Path, tmp_path: Path) -> None:
+    from xray_xai.errors import PluginError
+    from xray_xai.models.config import TrainConfig
+
+    cfg = TrainConfig(epochs=1, batch_size=8, image_size=32, optimizer="adam", augment=False)
+    assert cfg.learning_rate == 1e-4 and cfg.decay == 0.0 and cfg.augment_name == "none"
+    merged = TrainConfig.from_options(cfg, lr=5e-4, hidden=[8], regions=["wrist"])
+    assert merged.lr == 5e-4 and merged.model_options == {"hidden": [8]} and merged.regions == ("wrist",)
+    assert cfg.lr is None  # frozen: from_options made a copy
+    with pytest.raises(PluginError, match="unknown schedule"):
+        TrainConfig(schedule="step")
+    by_config = train("cnn-small", tiny_mura, cfg, dataset="mura", out_dir=tmp_path / "a", progress=False,
+                      save=False, dataset_options=OPTS)  # fmt: skip
+    by_keywords = _train(tiny_mura, tmp_path / "b", epochs=1, optimizer="adam", augment=False, save=False)
+    assert by_config.history[0]["train_loss"] == by_keywords.history[0]["train_loss"]  # type: ignore[attr-defined]
+
+
+def test_each_epoch_is_reported_as_it_ends(tiny_mura: Path, tmp_path: Path) -> None:
+    from xray_xai.models.runs import epoch_line
+
+    seen: list[tuple[int, int]] = []
+
+    def on_epoch(row: dict[str, object]) -> None:  # history.csv already holds the epoch when it is reported
+        seen.append((int(row["epoch"]), len((tmp_path / "run" / "history.csv").read_text().splitlines()) - 1))  # type: ignore[call-overload]
+
+    _train(tiny_mura, tmp_path / "run", epochs=2, save=False, on_epoch=on_epoch)
+    assert seen == [(1, 1), (2, 2)]
+    line = epoch_line({"epoch": 3, "train_loss": 0.51234, "lr": 5e-4, "val_auroc": None})
+    assert line == "epoch=3  train_loss=0.512  lr=5.00e-04  val_auroc=-"  # not lr=0.000

@@ -8,7 +8,9 @@ steps and ran at 15.4-17.6 img/s; with both thresholds raised it spent 0.0-0.1 s
 (1.41-1.55x over two runs; ``python benchmarks/bench_allocator.py``). The cost: the process keeps its peak heap
 instead of shrinking after it, which is what a training or explanation run does anyway.
 
-Set ``XRAY_XAI_KEEP_MEMORY=0`` to leave the allocator alone. Other C libraries (musl, macOS, Windows) are left as
+It changes the whole process, so no library function calls it: the ``xray-xai`` command does at its entry, and a
+script that trains or explains in its own process may call it once at its start. Set ``XRAY_XAI_KEEP_MEMORY=0`` to
+leave the allocator alone. Other C libraries (musl, macOS, Windows) are left as
 they are; so is a process whose ``MALLOC_MMAP_THRESHOLD_`` is set by the user.
 """
 

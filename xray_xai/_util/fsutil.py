@@ -21,6 +21,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "json_default",
+    "make_shareable",
     "warnings_csv_path",
     "write_skipped_csv",
 ]
@@ -44,7 +45,7 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
     )
     os.close(fd)
     tmp = Path(name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the permissions open() would give
+    make_shareable(tmp)  # mkstemp makes 0600 files; outputs get the permissions open() would give
     try:
         yield tmp
         os.replace(tmp, target)
@@ -55,9 +56,31 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
 
 
 def _umask() -> int:
-    current = os.umask(0)
+    """The process's umask, read without changing it where the OS allows (``os.umask`` can only be read by setting
+    it, and a file another thread creates in that instant would get mode 0666)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    current = os.umask(0o077)
     os.umask(current)
     return current
+
+
+def make_shareable(path: str | Path) -> Path:
+    """Give ``path`` the permissions the umask allows: files ``0o666 & ~umask``, folders ``0o777 & ~umask``.
+
+    For outputs whose writer creates them private (``tempfile.mkstemp``/``mkdtemp`` make 0600/0700, and so does
+    ``safetensors``), so that a model store or run folder shared by a lab is readable by colleagues exactly as far as
+    the umask says, like a file made by ``open()``.
+    """
+    p = Path(path)
+    base = 0o777 if p.is_dir() else 0o666
+    os.chmod(p, base & ~_umask())
+    return p
 
 
 def atomic_write_bytes(target: str | Path, data: bytes) -> Path:

@@ -132,13 +132,13 @@ def train(
         monitor=monitor, loss=loss, early_stop=early_stop, seed=seed, device=device, resume=resume,
         augment="none" if no_augment else augment, out_dir=out_dir, pretrained=pretrained, max_images=max_images,
         progress=not as_json, channels_last=channels_last, amp=amp, strict=strict,
+        # each epoch's line as it ends (click.echo flushes: `train ... 2> log` shows the epochs as they come)
+        on_epoch=None if as_json else lambda row: click.echo(api.epoch_line(row), err=True),
         **_head_options(hidden, dropout, init, members),
     )  # fmt: skip
     if as_json:
         echo_json(result.to_dict())
         return
-    for row in result.history:
-        click.echo("  ".join(f"{k}={_fmt(v)}" for k, v in row.items()), err=True)
     if result.skipped:
         click.echo(f"{len(result.skipped)} image(s) skipped, listed in {result.run_dir / 'skipped.csv'}", err=True)
     if result.warnings:

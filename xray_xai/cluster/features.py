@@ -105,10 +105,13 @@ def _sha256_file(path: Path) -> str:
 
 
 def model_fingerprint(model: Model) -> str | None:
-    """What identifies the model's weights: ``fingerprint()``, else a hash of its checkpoint; None if neither."""
-    fp = getattr(model, "fingerprint", None)
-    if callable(fp):
-        return str(fp())
+    """What identifies the model's weights: the weights fingerprint (:mod:`xray_xai.sdk.fingerprint`), else a hash
+    of its checkpoint file; None if neither."""
+    from xray_xai.sdk.fingerprint import weights_fingerprint
+
+    fp = weights_fingerprint(model)
+    if fp is not None:
+        return fp
     ckpt = getattr(model, "checkpoint_path", None)
     if ckpt is not None and Path(ckpt).is_file():
         return "file:" + _sha256_file(Path(ckpt))[:16]

@@ -203,16 +203,23 @@ def evaluate(
     return result
 
 
-def _plot_roc(path: Path, curves: dict[str, tuple[Any, Any]]) -> Path:
-    import matplotlib
+def _figure(figsize: tuple[float, float]) -> Any:
+    """A figure on an Agg canvas of its own: pyplot and the process's matplotlib backend are left alone."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _plot_roc(path: Path, curves: dict[str, tuple[Any, Any]]) -> Path:
     from sklearn.metrics import roc_curve
 
     from xray_xai.models.metrics import auroc
 
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig = _figure((4.5, 4.5))
+    ax = fig.subplots()
     for label, (y, p) in curves.items():
         auc = auroc(y, p)
         if auc is None:
@@ -226,18 +233,14 @@ def _plot_roc(path: Path, curves: dict[str, tuple[Any, Any]]) -> Path:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
     return path
 
 
 def _plot_confusion(path: Path, image: dict[str, Any], study: dict[str, Any]) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(1, 2, figsize=(7, 3.5))
+    fig = _figure((7, 3.5))
+    axes = fig.subplots(1, 2)
     for ax, (title, m) in zip(axes, (("image", image), ("study", study)), strict=True):
         mat = np.array([[m["tn"], m["fp"]], [m["fn"], m["tp"]]])
         ax.imshow(mat, cmap="Blues")
@@ -251,7 +254,6 @@ def _plot_confusion(path: Path, image: dict[str, Any], study: dict[str, Any]) ->
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
     return path
 
 

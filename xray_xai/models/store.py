@@ -25,7 +25,9 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from xray_xai._util.fsutil import make_shareable
 from xray_xai.errors import CheckpointError, UnknownPluginError
+from xray_xai.sdk.fingerprint import hash_state, weights_fingerprint
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -91,17 +93,6 @@ def _state(model: Any) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
 
 
-def _fingerprint(model: Any, state: dict[str, torch.Tensor]) -> str:
-    fp = getattr(model, "fingerprint", None)
-    if callable(fp):
-        return str(fp())
-    h = hashlib.sha256(str(getattr(model, "name", "")).encode())
-    for key, tensor in sorted(state.items()):
-        h.update(key.encode())
-        h.update(tensor.numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def save_model(model: Model, out_dir: str | Path | None = None, *, metadata: dict[str, Any] | None = None) -> Path:
     """Write ``model`` as ``model.safetensors`` + ``model.json``; return the checkpoint folder.
 
@@ -119,7 +110,7 @@ def save_model(model: Model, out_dir: str | Path | None = None, *, metadata: dic
         raise ValueError(f"metadata may not set reserved sidecar keys: {', '.join(clash)}")
     name = getattr(model, "name", "") or type(model).__name__
     state = _state(model)
-    fingerprint = _fingerprint(model, state)
+    fingerprint = weights_fingerprint(model) or hash_state(str(getattr(model, "name", "")), state)
     now = _dt.datetime.now(_dt.timezone.utc)
     trainable = getattr(model, "trainable_prefixes", None)
     pre = getattr(model, "preprocessing", None)
@@ -144,10 +135,11 @@ def save_model(model: Model, out_dir: str | Path | None = None, *, metadata: dic
         final = Path(out_dir)
         parent = final.parent
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=parent))
+    tmp = make_shareable(tempfile.mkdtemp(prefix=f".{final.name}.", dir=parent))  # mkdtemp makes it 0700
     try:
         weights = tmp / WEIGHTS
         safetensors.torch.save_file(state, str(weights), metadata={"format": "pt", "xray_xai_model": name})
+        make_shareable(weights)  # safetensors writes 0600 whatever the umask
         sidecar["weights_sha256"] = _sha256(weights)
         (tmp / SIDECAR).write_text(json.dumps(sidecar, indent=2, default=_json_default) + "\n", encoding="utf-8")
         if final.exists():  # explicit out_dir being overwritten: replace the two files, keep anything else there

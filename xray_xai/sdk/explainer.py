@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -244,30 +243,11 @@ def normalize_maps(maps: np.ndarray) -> np.ndarray:
     return np.clip(m / scale[:, None, None], 0.0, 1.0).astype(np.float32)
 
 
-_FINGERPRINTS: weakref.WeakKeyDictionary[Any, tuple[tuple[int, ...], str]] = weakref.WeakKeyDictionary()
-
-
 def fingerprint(model: Any) -> str:
-    """``model.fingerprint()``, memoised until a parameter or buffer changes (hashing every weight is not free)."""
-    fp = getattr(model, "fingerprint", None)
-    if fp is None:
-        return ""
-    from torch import nn
+    """The model's weights fingerprint ("" when it has none); see :mod:`xray_xai.sdk.fingerprint` (memoised)."""
+    from xray_xai.sdk.fingerprint import weights_fingerprint
 
-    if not isinstance(model, nn.Module):
-        return str(fp())
-    key = tuple(getattr(t, "_version", 0) for t in (*model.parameters(), *model.buffers())) + tuple(
-        t.data_ptr() for t in model.parameters()
-    )
-    try:
-        cached = _FINGERPRINTS.get(model)
-    except TypeError:  # not weak-referenceable
-        return str(fp())
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    value = str(fp())
-    _FINGERPRINTS[model] = (key, value)
-    return value
+    return weights_fingerprint(model) or ""
 
 
 def fuse_member_maps(member_maps: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

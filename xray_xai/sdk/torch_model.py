@@ -15,7 +15,6 @@ which parameters are trainable (:meth:`set_regime`).
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, ClassVar
 
 import torch
@@ -67,8 +66,6 @@ class TorchModel(nn.Module, Model):
 
     def fingerprint(self) -> str:
         """A short hash of the architecture name and every weight: equal fingerprints, equal outputs."""
-        h = hashlib.sha256(self.name.encode())
-        for key, tensor in sorted(self.state_dict().items()):
-            h.update(key.encode())
-            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
+        from xray_xai.sdk.fingerprint import hash_state, memoised
+
+        return memoised(self, lambda: hash_state(self.name, self.state_dict()))  # remembered until a weight changes

@@ -1,0 +1,142 @@
+"""Training an ensemble: ``ensemble-mean`` stores its member list, ``ensemble-calibrated`` fine-tunes a member per
+region (no new architecture; the members are trained models or checkpoint paths)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from xray_xai._util.fsutil import atomic_write_json, write_skipped_csv
+from xray_xai.errors import PluginError
+from xray_xai.models.config import TrainConfig
+from xray_xai.models.runs import EpochCallback, TrainResult, default_run_dir, save_to_store
+from xray_xai.models.splits import open_splits, split_fingerprint
+from xray_xai.sdk.interfaces import Problem, Record
+
+__all__ = ["ENSEMBLES", "train_ensemble"]
+
+ENSEMBLES = ("ensemble-mean", "ensemble-calibrated")
+
+
+def _member_list(members: Any) -> list[str]:
+    if members is None:
+        raise PluginError("an ensemble needs members: --members name1,name2 (trained models or checkpoint paths)")
+    if isinstance(members, str):
+        members = [m.strip() for m in members.split(",") if m.strip()]
+    out = [str(m) for m in members]
+    if len(out) < 2:
+        raise PluginError(f"an ensemble needs at least two members, got {out}")
+    return out
+
+
+def _calibrate(
+    cls: Any,
+    names: list[str],
+    loaded: list[Any],
+    val_recs: list[Record],
+    data_root: str | Path,
+    cfg: TrainConfig,
+    run_dir: Path,
+    run_options: dict[str, Any],
+) -> tuple[dict[str, str], list[dict[str, Any]], list[Problem]]:
+    """Each region's best member on val (the plugin's ``select`` rule), fine-tuned on that region's training films
+    from its overall weights: the routing table, one history row per region, the films skipped."""
+    import numpy as np
+
+    from xray_xai.models.evaluation import predict_records
+    from xray_xai.models.metrics import per_region
+    from xray_xai.models.training import train
+
+    skipped: list[Problem] = []
+    scores: dict[str, dict[str, dict[str, Any]]] = {}
+    for member_name, member in zip(names, loaded, strict=True):
+        kept, probs, bad = predict_records(member, val_recs, batch_size=cfg.batch_size, device=cfg.device)
+        skipped += bad
+        y = np.array([int(r.label or 0) for r in kept])
+        scores[member_name] = per_region(y, probs, [r.region for r in kept])
+    choice: dict[str, str] = cls.select(scores)
+    routes: dict[str, str] = {}
+    history: list[dict[str, Any]] = []
+    member_options = {k: v for k, v in cfg.model_options.items() if k != "members"}
+    for region, member_name in sorted(choice.items()):
+        res = train(
+            member_name,
+            data_root,
+            cfg.replace(regions=(region,), model_options=member_options),
+            init_from=names[names.index(member_name)],
+            out_dir=run_dir / f"region-{region}",
+            save=True,
+            **run_options,
+        )
+        routes[region] = str(res.checkpoint)
+        history.append({"region": region, "member": member_name, **res.best_metrics})
+    return routes, history, skipped
+
+
+def train_ensemble(
+    model_name: str,
+    data_root: str | Path,
+    cfg: TrainConfig,
+    *,
+    dataset: str | None = None,
+    dataset_options: dict[str, Any] | None = None,
+    out_dir: str | Path | None = None,
+    save: bool = True,
+    progress: bool = True,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """``ensemble-mean``: resolve and check the members, score on val, save the member list (no new weights).
+
+    ``ensemble-calibrated``: pick each region's best member on val (the plugin's ``select`` rule), fine-tune it on
+    that region's training images starting from its overall weights, and save the routing table.
+    """
+    from xray_xai.models.evaluation import predict_records
+    from xray_xai.models.metrics import binary_metrics
+    from xray_xai.models.store import load_model
+    from xray_xai.sdk.registry import models
+
+    names = _member_list(cfg.model_options.get("members"))
+    loaded = [load_model(m) for m in names]
+    ds_name, train_recs, val_recs = open_splits(data_root, dataset, None, cfg.max_images, cfg.seed, dataset_options)
+    fingerprint = split_fingerprint(train_recs, val_recs)
+    run_dir = Path(out_dir) if out_dir is not None else default_run_dir(model_name, fingerprint, cfg.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cls: Any = models.get(model_name)
+
+    t0 = time.perf_counter()
+    history: list[dict[str, Any]] = []
+    skipped: list[Problem] = []
+    if model_name == "ensemble-calibrated":
+        run_options = {"dataset": dataset, "dataset_options": dataset_options, "progress": progress}
+        routes, history, skipped = _calibrate(cls, names, loaded, val_recs, data_root, cfg, run_dir, run_options)
+        ensemble = cls(members=loaded, member_names=names, routes=routes, load_member=load_model)
+    else:
+        ensemble = cls(members=loaded, member_names=names)
+    kept, probs, bad = predict_records(ensemble, val_recs, batch_size=cfg.batch_size, device=cfg.device)
+    skipped += bad
+    m = binary_metrics([int(r.label or 0) for r in kept], probs)
+    row = {
+        "epoch": 0,
+        "val_accuracy": m["accuracy"],
+        "val_auroc": m["auroc"],
+        "val_kappa": m["kappa"],
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    history.append(row)
+    if on_epoch is not None:  # per region (calibrated), then the ensemble on val
+        for entry in history:
+            on_epoch(dict(entry))
+    write_skipped_csv(run_dir / "skipped.csv", skipped)
+    metadata = {
+        "dataset": ds_name,
+        "split_fingerprint": fingerprint,
+        "n_val": len(val_recs),
+        "metrics": row,
+        "seed": cfg.seed,
+        "members": names,
+        "hyperparameters": {"members": names},
+    }
+    checkpoint = save_to_store(ensemble, metadata) if save else run_dir
+    atomic_write_json(run_dir / "result.json", {"checkpoint": str(checkpoint), **metadata})
+    return TrainResult(model_name, checkpoint, run_dir, history, 0, row, skipped)
