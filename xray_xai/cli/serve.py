@@ -1,4 +1,8 @@
-"""``xray-xai serve``: the web page and JSON API on a local port."""
+"""``xray-xai serve``: the web page and JSON API on a local port.
+
+The one place where one face starts the other: the command line launches :mod:`xray_xai.web` (itself a face over
+:mod:`xray_xai.api`); nothing a script would want happens here.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import click
 
 from xray_xai import api
 from xray_xai.cli._common import handle_errors
+from xray_xai.errors import XrayXaiError
 
 __all__ = ["serve"]
 
@@ -45,13 +50,20 @@ def serve(host: str, port: int, models: str | None, max_upload_mb: float, log_le
       xray-xai serve
       xray-xai serve --models cnn-small,densenet-full --port 8080
     """
-    specs = api.split_names(models) or None
-    api.serve(
+    import importlib.util
+
+    needed = {"fastapi": "fastapi", "uvicorn": "uvicorn", "jinja2": "jinja2", "python_multipart": "python-multipart"}
+    missing = [pkg for mod, pkg in needed.items() if importlib.util.find_spec(mod) is None]
+    if missing:
+        raise XrayXaiError(f"the web server needs {', '.join(missing)}: pip install 'xray-xai[web]'")
+    from xray_xai.web import run_server
+
+    click.echo(f"xray-xai: serving on http://{host}:{port}/ (Ctrl+C to stop)", err=True)
+    run_server(
         host,
         port,
-        specs,
+        api.split_names(models) or None,
         max_upload_mb=max_upload_mb,
         log_level=log_level,
         warn=lambda msg: click.secho(msg, err=True, fg="red", bold=True),
-        log=lambda msg: click.echo(f"xray-xai: {msg}", err=True),
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xray_xai._util.fsutil import atomic_path, atomic_write_json, write_skipped_csv
+from xray_xai.defaults import DECISION_THRESHOLD
 from xray_xai.errors import DataError, PluginError, XrayXaiError
 from xray_xai.sdk.interfaces import Model, Problem, Record
 
@@ -30,12 +31,11 @@ MURA_LAYOUTS: tuple[str, ...] = ("mura", "synthetic")
 
 
 def resolve_model(model: str | Path | Model, checkpoint: str | Path | None = None) -> Model:
-    """A Model instance from an instance, a store name (latest trained) or a checkpoint path."""
-    if isinstance(model, Model):
-        return model
-    from xray_xai.models.store import load_model
+    """A Model instance from an instance, a store name (latest trained) or a checkpoint path: the one rule of
+    :func:`xray_xai.models.resolve.resolve_model` (a name and a checkpoint together name one model)."""
+    from xray_xai.models.resolve import resolve_model as _resolve
 
-    return load_model(checkpoint if checkpoint is not None else model)
+    return _resolve(model, checkpoint)
 
 
 def predict_records(
@@ -145,17 +145,10 @@ def evaluate(
     """
     import numpy as np
 
-    from xray_xai.data.datasets import open_dataset
-    from xray_xai.models.metrics import MURA_REFERENCE, kappa_table, study_regions, study_scores
+    from xray_xai.models.metrics import study_regions, study_scores
 
     model = resolve_model(model_name_or_path, checkpoint)
-    ds = open_dataset(data_root, dataset, **(dataset_options or {}))
-    ds_name = getattr(ds, "name", "") or (dataset or "")
-    records = [r for r in ds.records(split) if r.label is not None]
-    if max_images is not None:
-        records = records[:max_images]
-    if not records:
-        raise DataError(data_root, f"no labelled images in split {split!r}")
+    ds_name, records = _labelled_records(data_root, dataset, dataset_options, split, max_images)
     warned: list[Problem] = []
     kept, probs, skipped = predict_records(
         model, records, batch_size=batch_size, device=device, progress=progress, tta=tta, strict=strict,
@@ -174,7 +167,7 @@ def evaluate(
         "dataset": ds_name,
         "data_root": str(data_root),
         "split": split,
-        "threshold": 0.5,
+        "threshold": DECISION_THRESHOLD,
         "tta": tta,
         "bootstrap": bootstrap,
         "seed": seed,
@@ -185,22 +178,63 @@ def evaluate(
         "skipped": [{"path": p.path, "problem": p.problem} for p in skipped],
         "warnings": [{"path": p.path, "problem": p.problem} for p in warned],
     }
-    if ds_name in MURA_LAYOUTS:
-        ours = {region: m["kappa"] for region, m in study["per_region"].items()}
-        ours["overall"] = study["overall"]["kappa"]
-        result["kappa_table"] = kappa_table(ours)
-        result["kappa_reference"] = MURA_REFERENCE
+    _add_mura_reference(result, ds_name, study)
     if out_dir is not None:
-        out = Path(out_dir)
-        files = {
-            "roc": str(_plot_roc(out / "roc.png", {"image": (y, probs), "study": (s_y, s_p)})),
-            "confusion": str(_plot_confusion(out / "confusion.png", image["overall"], study["overall"])),
-        }
-        files["skipped"] = str(write_skipped_csv(out / "skipped.csv", skipped, warnings=warned))
-        files["warnings"] = str(out / "warnings.csv")
-        result["files"] = {**files, "metrics": str(out / "metrics.json")}
-        atomic_write_json(out / "metrics.json", result)
+        curves = {"image": (y, probs), "study": (s_y, s_p)}
+        result["files"] = _write_evaluation(Path(out_dir), result, curves, skipped, warned)
     return result
+
+
+def _labelled_records(
+    data_root: str | Path,
+    dataset: str | None,
+    dataset_options: dict[str, Any] | None,
+    split: str,
+    max_images: int | None,
+) -> tuple[str, list[Record]]:
+    """The data set's name and the labelled records of ``split`` (the first ``max_images``); none is an error."""
+    from xray_xai.data.datasets import open_dataset
+
+    ds = open_dataset(data_root, dataset, **(dataset_options or {}))
+    records = [r for r in ds.records(split) if r.label is not None]
+    if max_images is not None:
+        records = records[:max_images]
+    if not records:
+        raise DataError(data_root, f"no labelled images in split {split!r}")
+    return getattr(ds, "name", "") or (dataset or ""), records
+
+
+def _add_mura_reference(result: dict[str, Any], ds_name: str, study: dict[str, Any]) -> None:
+    """On MURA-layout data: the per-region study kappa beside the published radiologists and DenseNet-169."""
+    from xray_xai.models.metrics import MURA_REFERENCE, kappa_table
+
+    if ds_name not in MURA_LAYOUTS:
+        return
+    ours = {region: m["kappa"] for region, m in study["per_region"].items()}
+    ours["overall"] = study["overall"]["kappa"]
+    result["kappa_table"] = kappa_table(ours)
+    result["kappa_reference"] = MURA_REFERENCE
+
+
+def _write_evaluation(
+    out: Path,
+    result: dict[str, Any],
+    curves: dict[str, tuple[Any, Any]],
+    skipped: list[Problem],
+    warned: list[Problem],
+) -> dict[str, str]:
+    """``roc.png``, ``confusion.png``, ``skipped.csv``/``warnings.csv`` and ``metrics.json`` under ``out``."""
+    files = {
+        "roc": str(_plot_roc(out / "roc.png", curves)),
+        "confusion": str(
+            _plot_confusion(out / "confusion.png", result["image"]["overall"], result["study"]["overall"])
+        ),
+        "skipped": str(write_skipped_csv(out / "skipped.csv", skipped, warnings=warned)),
+        "warnings": str(out / "warnings.csv"),
+        "metrics": str(out / "metrics.json"),
+    }
+    atomic_write_json(out / "metrics.json", {**result, "files": files})
+    return files
 
 
 def _figure(figsize: tuple[float, float]) -> Any:
@@ -267,7 +301,7 @@ def predict(
     checkpoint: str | Path | None = None,
     batch_size: int = 32,
     device: str = "cpu",
-    threshold: float = 0.5,
+    threshold: float = DECISION_THRESHOLD,
     dataset_options: dict[str, Any] | None = None,
     progress: bool = False,
     tta: bool = False,

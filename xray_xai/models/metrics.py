@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from xray_xai.defaults import DECISION_THRESHOLD
+
 if TYPE_CHECKING:  # pragma: no cover
     from xray_xai.sdk.interfaces import Record
 
@@ -129,7 +131,7 @@ def _auroc_rows(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     return _div(u, pos * neg)
 
 
-def binary_metrics(y: Any, p: Any, threshold: float = 0.5) -> dict[str, Any]:
+def binary_metrics(y: Any, p: Any, threshold: float = DECISION_THRESHOLD) -> dict[str, Any]:
     """AUROC, accuracy, precision, recall (= sensitivity), specificity, F1, Cohen's kappa and the confusion counts.
 
     Undefined values are ``None`` with the reason in ``notes`` (a list of sentences), so a region with only normal
@@ -270,7 +272,7 @@ def per_region(
     y: Any,
     p: Any,
     regions: Sequence[str | None],
-    threshold: float = 0.5,
+    threshold: float = DECISION_THRESHOLD,
     bootstrap: int = 0,
     seed: int = 0,
 ) -> dict[str, dict[str, Any]]:
