@@ -28,7 +28,7 @@ def case_train(model_name: str, image_size: int, n_images: int, batch: int, repe
 
     from xray_xai._util.allocator import keep_freed_memory
     from xray_xai.data.datasets import open_dataset
-    from xray_xai.data.preprocessing import RecordDataset
+    from xray_xai.data.loader import RecordDataset
     from xray_xai.models.training import train
     from xray_xai.sdk.registry import models
 

@@ -115,9 +115,9 @@ def load_films(records: list[Any], pre: Any) -> tuple[Any, np.ndarray, np.ndarra
     """Tensors ``(N, C, S, S)``, masks ``(N, S, S)`` (boxes through the model geometry), films ``(N, S, S)``."""
     import torch
 
+    from xray_xai.data.geometry import geometry, geometry_mask, to_tensor
     from xray_xai.data.images import read_image
     from xray_xai.data.masks import ground_truth_mask
-    from xray_xai.data.preprocessing import geometry, geometry_mask, to_tensor
 
     tensors, masks, films, names = [], [], [], []
     for rec in records:
@@ -160,14 +160,9 @@ def sweep_scores(model: Any, images: Any, masks: np.ndarray, side: int, batch: i
     """
     import torch
     from xray_xai_plugins.explainers.hirescam import hirescam_maps
-    from xray_xai_plugins.explainers.layercam import (
-        _gaussian_blur,
-        activations_and_gradients_at,
-        fuse_maps,
-        layercam_maps,
-        layers_at_strides,
-    )
+    from xray_xai_plugins.explainers.layercam import layercam_maps
 
+    from xray_xai.sdk import activations_and_gradients_at, fuse_maps, gaussian_blur, layers_at_strides
     from xray_xai.sdk.explainer import eval_mode, frozen_parameters, normalize_maps, resize_maps
 
     strides = (2, 4, 8, 16, 32)
@@ -209,13 +204,13 @@ def sweep_scores(model: Any, images: Any, masks: np.ndarray, side: int, batch: i
                         for sigma in (2.0, 4.0):
                             add(
                                 f"multilayer-cam:strides={key}:fusion=mean:blur={sigma:g}",
-                                _gaussian_blur(fused, sigma),
+                                gaussian_blur(fused, sigma),
                                 m,
                             )
             for stride in (4, 8):
                 single = fuse_maps([lc[by_stride[stride]]], size, "mean")
                 for sigma in (2.0, 4.0):
-                    add(f"layercam:stride={stride}:tta=false:blur={sigma:g}", _gaussian_blur(single, sigma), m)
+                    add(f"layercam:stride={stride}:tta=false:blur={sigma:g}", gaussian_blur(single, sigma), m)
     return {spec: {k: np.concatenate(v) for k, v in scores.items()} for spec, scores in out.items()}
 
 
@@ -296,7 +291,7 @@ def run_one(
 
     from xray_xai.audit.controls import control_maps
     from xray_xai.data.datasets import open_dataset
-    from xray_xai.data.preprocessing import preset
+    from xray_xai.data.geometry import preset
     from xray_xai.models.store import load_model
 
     if model_ref.startswith("init:"):  # mechanics checks: a freshly built model (ImageNet trunk where it has one)
@@ -383,8 +378,8 @@ def run_one(
 
 
 def _normal_tensors(records: list[Any], pre: Any) -> list[Any]:
+    from xray_xai.data.geometry import to_tensor
     from xray_xai.data.images import read_image
-    from xray_xai.data.preprocessing import to_tensor
 
     out = []
     for rec in records:

@@ -76,7 +76,7 @@ def test_constants_for_the_faces() -> None:
 def test_train_choices_are_the_services_names() -> None:
     """The CLI's choices come from the API; --augment is spelled out (its home imports numpy) and checked here."""
     from xray_xai.cli.train import train
-    from xray_xai.data.preprocessing import AUGMENTATIONS
+    from xray_xai.data.augment import AUGMENTATIONS
 
     choices = {p.name: tuple(p.type.choices) for p in train.params if isinstance(p.type, click.Choice)}
     assert choices["augment"] == AUGMENTATIONS

@@ -141,8 +141,8 @@ def test_flip_tta_averages_the_film_and_its_two_flips(trained: tuple[Path, Path]
     import torch
 
     from xray_xai.data.datasets import open_dataset
+    from xray_xai.data.geometry import to_tensor
     from xray_xai.data.images import read_image
-    from xray_xai.data.preprocessing import to_tensor
     from xray_xai.models.evaluation import predict_records
     from xray_xai.models.store import load_model
 

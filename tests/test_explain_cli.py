@@ -11,8 +11,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from xray_xai._util.slugs import output_stem
 from xray_xai.cli import main
-from xray_xai.explain.service import explain, output_stem
+from xray_xai.explain.service import explain
 from xray_xai.sdk import registry
 from xray_xai.testing.explainers import LinearModel, TinyConvNet, tiny_convnet
 

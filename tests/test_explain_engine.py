@@ -93,7 +93,7 @@ def test_explain_films_probabilities_study_score_and_kept_errors() -> None:
     model = tiny_convnet()
     films = [_film(2), _film(3, (30, 50))]
     (run,) = api.explain_films(films, model, ["cam", "gradcam"], keep_errors=True)
-    from xray_xai.data.preprocessing import to_tensor
+    from xray_xai.data.geometry import to_tensor
 
     with torch.no_grad():
         expected = model.predict_proba(torch.stack([to_tensor(f, model.preprocessing) for f in films]))

@@ -61,7 +61,7 @@ def test_features_and_probabilities_from_one_pass(tmp_path: Path) -> None:
     fs = extract_features(model, records, batch_size=2, cache_dir=tmp_path / "cache", progress=False)
     assert fs.features.shape == (5, 64) and fs.features.dtype == np.float32
     assert model.calls == 3  # ceil(5 / 2) batches, one forward each: probabilities need no second pass
-    from xray_xai.data.preprocessing import load_batch
+    from xray_xai.data.loader import load_batch
 
     x = load_batch([r.path for r in records], model.preprocessing)
     np.testing.assert_allclose(fs.probabilities, model.predict_proba(x).numpy(), atol=1e-6)

@@ -265,14 +265,6 @@ def test_augment_presets() -> None:
     assert out.shape == x.shape
 
 
-def test_preprocessing_module_re_exports_the_moved_names() -> None:
-    from xray_xai.data import augment, geometry, loader, preprocessing
-
-    for name in preprocessing.__all__:
-        home = next(m for m in (geometry, augment, loader) if name in m.__all__)
-        assert getattr(preprocessing, name) is getattr(home, name), name
-
-
 def _cut_film(path: Path, cut: int | None) -> Path:
     rng = np.random.default_rng(2)
     buf = path.with_suffix(".full" + path.suffix)

@@ -76,7 +76,7 @@ def test_odd_but_valid_images_are_read(case: str, tmp_path: Path) -> None:
 
 
 def test_one_pixel_image_survives_every_preset(tmp_path: Path) -> None:
-    from xray_xai.data.preprocessing import PRESETS, geometry, to_tensor
+    from xray_xai.data.geometry import PRESETS, geometry, to_tensor
 
     arr = read_image(bad.one_pixel(tmp_path))
     for name, pre in PRESETS.items():

@@ -88,7 +88,7 @@ def client(tiny_model: Any) -> Iterator[TestClient]:
 def expected_probability(model: Any, film: np.ndarray) -> float:
     import torch
 
-    from xray_xai.data.preprocessing import to_tensor
+    from xray_xai.data.geometry import to_tensor
 
     with torch.no_grad():
         return float(model.predict_proba(to_tensor(film, model.preprocessing)[None])[0])

@@ -82,8 +82,8 @@ def png_bytes(film: np.ndarray) -> bytes:
 def test_upload_in_browser_shows_probability_and_heatmap(browser: Any, tmp_path: Path) -> None:
     import torch
 
+    from xray_xai.data.geometry import to_tensor
     from xray_xai.data.images import read_image_bytes
-    from xray_xai.data.preprocessing import to_tensor
 
     torch.manual_seed(0)
     store.save_model(xray_xai.get_model("cnn-small")(image_size=64))

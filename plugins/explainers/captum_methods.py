@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from xray_xai.data.preprocessing import to_tensor
+from xray_xai.data.geometry import to_tensor
 from xray_xai.errors import PluginError
 from xray_xai.sdk import Attribution, Model, Preprocessing, Tags, TorchExplainer, logits_of
 

@@ -35,33 +35,11 @@ from xray_xai.sdk import (
     FUSIONS,
     StageCAM,
     Tags,
-    activations_and_gradients_at,
-    capture_layers,
-    fuse_maps,
-    gaussian_blur,
-    layers_at_strides,
     parse_layers,
     parse_strides,
-    resolve_layer,
-    stage_layers,
 )
 
-__all__ = [
-    "FUSIONS",
-    "LayerCAM",
-    "MultiLayerCAM",
-    "activations_and_gradients_at",
-    "capture_layers",
-    "fuse_maps",
-    "layercam_maps",
-    "layers_at_strides",
-    "resolve_layer",
-    "stage_layers",
-]
-
-
-#: the blur's old private name, still imported by benchmarks/localisation.py (the SDK's ``gaussian_blur`` now)
-_gaussian_blur = gaussian_blur
+__all__ = ["LayerCAM", "MultiLayerCAM", "layercam_maps"]
 
 
 def layercam_maps(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:

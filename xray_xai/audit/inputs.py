@@ -124,9 +124,9 @@ def prepare_inputs(records: Sequence[Record], pre: Preprocessing) -> AuditInputs
     skipped and listed in ``problems``."""
     import torch
 
+    from xray_xai.data.geometry import geometry, geometry_mask, to_tensor
     from xray_xai.data.images import read_image
     from xray_xai.data.masks import ground_truth_mask
-    from xray_xai.data.preprocessing import geometry, geometry_mask, to_tensor
 
     kept: list[Record] = []
     skipped: list[Problem] = []

@@ -223,7 +223,7 @@ def _run(
 ) -> FeatureSet:
     """Shared flow: look up the cache, else read films in batches, call ``batch_fn``, save."""
     from xray_xai._util.progress import progress as progress_bar
-    from xray_xai.data.preprocessing import RecordDataset, collate_skip_bad
+    from xray_xai.data.loader import RecordDataset, collate_skip_bad
 
     records = list(records)
     if batch_size < 1:

@@ -97,8 +97,8 @@ def montage(
     """The films nearest the centroid of cluster ``c``, as the model sees them (preprocessed geometry), in a grid."""
     from PIL import Image
 
+    from xray_xai.data.geometry import geometry
     from xray_xai.data.images import read_image, write_png
-    from xray_xai.data.preprocessing import geometry
 
     idx = np.flatnonzero(labels == c)
     idx = idx[np.argsort(dist[idx], kind="stable")][: max(1, size)]

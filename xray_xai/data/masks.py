@@ -1,7 +1,7 @@
 """Ground truth for localisation: a record's boxes, polygons and mask file, rasterised at the original film size.
 
 The audit compares heatmaps with this mask after mapping it through the model's geometry
-(:func:`xray_xai.data.preprocessing.geometry_mask`), so it is built once, at the film's own resolution.
+(:func:`xray_xai.data.geometry.geometry_mask`), so it is built once, at the film's own resolution.
 """
 
 from __future__ import annotations

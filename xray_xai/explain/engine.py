@@ -98,7 +98,7 @@ class PreparedFilm:
 
 def prepare_film(image: np.ndarray, models: Sequence[Model], labels: Sequence[str]) -> PreparedFilm:
     """Preprocess one decoded film (float ``(H, W)`` in [0, 1]) for every model."""
-    from xray_xai.data.preprocessing import geometry, to_tensor
+    from xray_xai.data.geometry import geometry, to_tensor
 
     pairs = list(zip(models, labels, strict=True))
     return PreparedFilm(

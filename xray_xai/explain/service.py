@@ -40,7 +40,7 @@ from xray_xai.explain.engine import (
 from xray_xai.explain.outputs import FORMATS, Outputs
 from xray_xai.sdk.interfaces import Explainer, Explanation, Model, Problem, Record
 
-__all__ = ["FORMATS", "ExplainResult", "explain", "make_explainer", "output_stem", "records_from_inputs"]
+__all__ = ["FORMATS", "ExplainResult", "explain", "records_from_inputs"]
 
 Only = Literal["all", "predicted-abnormal"]
 

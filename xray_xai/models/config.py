@@ -80,7 +80,7 @@ class TrainConfig:
         ):
             if value not in choices:
                 raise PluginError(f"unknown {what} {value!r}; expected one of {', '.join(choices)}")
-        from xray_xai.data.preprocessing import AUGMENTATIONS
+        from xray_xai.data.augment import AUGMENTATIONS
 
         if self.augment_name not in AUGMENTATIONS:
             raise PluginError(f"unknown augmentation {self.augment!r}; expected one of {', '.join(AUGMENTATIONS)}")

@@ -87,7 +87,7 @@ def make_loader(
     import torch
     from torch.utils.data import DataLoader
 
-    from xray_xai.data.preprocessing import RecordDataset, collate_skip_bad
+    from xray_xai.data.loader import RecordDataset, collate_skip_bad
 
     # cached films: each is decoded once, not once per epoch (num_workers > 0 would give each worker its own cache)
     ds = RecordDataset(records, pre, augment=augment, cache=True, strict=strict)
@@ -184,7 +184,7 @@ def _build_parts(model: Any, spec: RunSpec, cfg: TrainConfig, dev: Any) -> _Part
     """Model on the device, optimizer, loaders, schedule and loss weights (in this order: it fixes the draws)."""
     import torch
 
-    from xray_xai.data.preprocessing import Augment
+    from xray_xai.data.augment import Augment
     from xray_xai.models.splits import sample_weights
 
     pre = model.preprocessing

@@ -63,7 +63,8 @@ def predict_records(
     from torch.utils.data import DataLoader
 
     from xray_xai._util.progress import progress as progress_bar
-    from xray_xai.data.preprocessing import FLIP_DIMS, RecordDataset, collate_skip_bad
+    from xray_xai.data.geometry import FLIP_DIMS
+    from xray_xai.data.loader import RecordDataset, collate_skip_bad
 
     recs = list(records)
     ds = RecordDataset(recs, model.preprocessing, augment=None, strict=strict)

@@ -238,7 +238,7 @@ def _load_films(records: list[Record], pre: Any, batch_size: int) -> tuple[Any, 
     import torch
     from torch.utils.data import DataLoader
 
-    from xray_xai.data.preprocessing import RecordDataset, collate_skip_bad
+    from xray_xai.data.loader import RecordDataset, collate_skip_bad
 
     ds = RecordDataset(records, pre, augment=None)
     xs, idxs = [], []

@@ -86,8 +86,8 @@ def _items(records: Sequence[Record]) -> list[dict[str, Any]]:
 
 def _load_tensors(paths: Sequence[str], pre: Any) -> tuple[list[Any], list[str]]:
     """Preprocessed tensors (None where unreadable) and the problem text of each path ("" when fine)."""
+    from xray_xai.data.geometry import to_tensor
     from xray_xai.data.images import read_image
-    from xray_xai.data.preprocessing import to_tensor
 
     tensors: list[Any] = []
     problems: list[str] = []
@@ -165,7 +165,7 @@ class ExplainActor(_ModelActor):
         threads: int = 1,
     ) -> None:
         super().__init__(checkpoint, threads)
-        from xray_xai.explain.service import make_explainer
+        from xray_xai.explain.engine import make_explainer
 
         self.explainer = make_explainer(method, seed=seed, params=params)
         self.explainer.check_model(self.model)
@@ -266,7 +266,7 @@ def explain_ray(
     workdir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Explain ``records`` with ``method`` on Ray; Parquet shards of maps under ``out``. Returns a summary."""
-    from xray_xai.explain.service import make_explainer
+    from xray_xai.explain.engine import make_explainer
     from xray_xai.sdk.explainer import score_sign
 
     score_sign(target)

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xray_xai.defaults import DEFAULT_METHOD
 from xray_xai.errors import PluginError
 from xray_xai.sdk.interfaces import Explainer, Explanation, Model, Preprocessing
 
@@ -32,7 +31,6 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from torch import nn
 
 __all__ = [
-    "DEFAULT_METHOD",  # re-exported from xray_xai.defaults, its home, for older imports
     "TARGETS",
     "Attribution",
     "TorchExplainer",
@@ -217,7 +215,7 @@ def logits_of(model: Model, images: torch.Tensor) -> torch.Tensor:
 
 def film_from_tensor(images: torch.Tensor, pre: Preprocessing) -> np.ndarray:
     """Gray films ``(B, H, W)`` in [0, 1] recovered from preprocessed input tensors (undo the normalisation)."""
-    from xray_xai.data.preprocessing import denormalize
+    from xray_xai.data.geometry import denormalize
 
     return denormalize(images, pre)
 

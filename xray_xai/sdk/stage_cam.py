@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xray_xai.data.preprocessing import FLIP_DIMS
+from xray_xai.data.geometry import FLIP_DIMS
 from xray_xai.errors import PluginError
 from xray_xai.sdk.explainer import Attribution, TorchExplainer
 from xray_xai.sdk.interfaces import Model
