@@ -29,7 +29,7 @@ def test_study_rule_loose_films_sub_folders_and_mura_layout(tmp_path: Path) -> N
     records, problems = records_from_paths([root, lone, mura_file, tmp_path / "missing.png", tmp_path / "x"])
     by_name = {r.path.relative_to(tmp_path).as_posix(): r for r in records}
     assert by_name["films/a.png"].study is None and by_name["films/b.png"].study is None  # a study per loose film
-    assert by_name["films/patient1/study1/view1.png"].study == "patient1/study1"
+    assert by_name["films/patient1/study1/view1.png"].study == (root / "patient1" / "study1").as_posix()  # 2 folders
     wrist = by_name["films/XR_WRIST/patient00007/study2_positive/image1.png"]
     assert (wrist.study, wrist.label, wrist.patient, wrist.region) == (
         "XR_WRIST/patient00007/study2_positive",
@@ -61,13 +61,23 @@ def test_predict_on_a_folder_of_loose_films_gives_each_its_own_study(tmp_path: P
     assert len({r["probability"] for r in rows}) == 3  # different films (so a mean would have shown)
 
 
-def test_explain_and_predict_name_studies_alike(tmp_path: Path) -> None:
-    from xray_xai.explain import service
+def test_equal_sub_folder_names_in_two_given_folders_stay_two_studies(tmp_path: Path) -> None:
+    """Before: ``--input a/ --input b/`` with an ``s1/`` in each put both films in one study ``s1``."""
+    _film(tmp_path / "a" / "s1" / "v.png")
+    _film(tmp_path / "b" / "s1" / "v.png")
+    recs, _ = records_from_paths([tmp_path / "a", tmp_path / "b"])
+    assert [r.study for r in recs] == [(tmp_path / "a" / "s1").as_posix(), (tmp_path / "b" / "s1").as_posix()]
+    assert [r.study for r in records_from_paths([tmp_path / "a"])[0]] == ["s1"]  # one folder: relative to it
+
+
+def test_explain_reads_inputs_with_the_same_rule(tmp_path: Path) -> None:
+    from xray_xai.explain.service import explain
+    from xray_xai.testing.explainers import tiny_convnet
 
     _film(tmp_path / "f" / "a.png")
     _film(tmp_path / "f" / "patient1" / "study1" / "v.png")
-    recs, _ = service.records_from_inputs([tmp_path / "f"])
-    assert [r.study for r in recs] == [s.study for s in records_from_paths([tmp_path / "f"])[0]]
+    result = explain(tiny_convnet(), "saliency", inputs=[tmp_path / "f"], show_progress=False)
+    assert sorted(str(i.get("study")) for i in result.to_dict()["items"]) == ["None", "patient1/study1"]
 
 
 @pytest.mark.parametrize("name", ["study1_positive", "study1"])

@@ -90,3 +90,23 @@ def test_every_command_checks_the_name(command: str, ckpt: Path, tmp_path: Path)
     root = api.synth(tmp_path / "ph", n_studies=4, seed=0, image_size=64, progress=False)
     res = CliRunner().invoke(main, [command, "--model", "convnet", "--checkpoint", str(ckpt), "--data", str(root)])
     assert res.exit_code == 1 and "holds model 'cnn-small', not 'convnet'" in res.stderr
+
+
+def test_the_explain_service_reads_model_and_checkpoint_by_the_same_rule(ckpt: Path, film: Path) -> None:
+    """The service called directly (not only the CLI and the API) explains one model for the same checkpoint."""
+    from xray_xai.explain.service import explain
+
+    result = explain([ckpt], "saliency", checkpoint=ckpt, inputs=[film], show_progress=False)
+    assert result.models == ["cnn-small"] and len(result.items) == 1
+
+
+def test_loading_a_model_leaves_the_global_random_state_alone(ckpt: Path) -> None:
+    """Building the architecture draws random initial weights; the load must not move the process's generator."""
+    import torch
+
+    from xray_xai.models.store import load_model
+
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    load_model(ckpt)
+    assert torch.equal(torch.get_rng_state(), before)

@@ -9,7 +9,9 @@ of each film:
    (``XR_WRIST/patient00001/study1_positive``, from the ``XR_`` folder when there is one); the folder names also give
    its label (positive = 1), patient and region (``wrist``), as the MURA reader would.
 2. **Sub-folders**: a film in a sub-folder of a given folder belongs to the study named by that sub-folder's path
-   relative to the given folder (``patient1/study1``): a sub-folder holds the views of one study.
+   relative to the given folder (``patient1/study1``): a sub-folder holds the views of one study. When several
+   folders are given, the study name starts with the folder as given (``a/patient1/study1``, ``b/patient1/study1``),
+   so equal sub-folder names in different folders stay different studies.
 3. **Loose films**: a film given as a file, or lying directly in a given folder, is a study of its own
    (``Record.study`` is None, so a study probability is never averaged over unrelated films).
 """
@@ -55,15 +57,17 @@ def records_from_paths(inputs: Iterable[str | Path]) -> tuple[list[Record], list
 
     records: list[Record] = []
     problems: list[Problem] = []
-    for raw in inputs:
-        path = Path(raw)
+    paths = [Path(raw) for raw in inputs]
+    several = sum(p.is_dir() for p in paths) > 1
+    for path in paths:
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
             if not found:
                 problems.append(Problem(str(path), "folder holds no images"))
             for p in found:
-                parent = p.parent.relative_to(path).as_posix()
-                records.append(mura_study(p) or Record(path=p, study=None if parent == "." else parent))
+                parent = p.parent.relative_to(path)
+                study = None if parent == Path(".") else (path / parent if several else parent).as_posix()
+                records.append(mura_study(p) or Record(path=p, study=study))
         elif path.is_file():
             records.append(mura_study(path) or Record(path=path))
         else:

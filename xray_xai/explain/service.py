@@ -40,7 +40,7 @@ from xray_xai.explain.engine import (
 from xray_xai.explain.outputs import FORMATS, Outputs
 from xray_xai.sdk.interfaces import Explainer, Explanation, Model, Problem, Record
 
-__all__ = ["FORMATS", "ExplainResult", "explain", "records_from_inputs"]
+__all__ = ["FORMATS", "ExplainResult", "explain"]
 
 Only = Literal["all", "predicted-abnormal"]
 
@@ -94,34 +94,14 @@ def _unique_stems(records: Sequence[Record]) -> list[str]:
 
 
 # -- inputs ------------------------------------------------------------------------------------------------------
-def records_from_inputs(inputs: Iterable[str | Path]) -> tuple[list[Record], list[Problem]]:
-    """Records for image files and folders: :func:`xray_xai.data.records.records_from_paths` (one study rule with
-    ``predict``)."""
-    from xray_xai.data.records import records_from_paths
-
-    return records_from_paths(inputs)
-
-
 def _load_models(models: Sequence[str | Path | Model], checkpoint: str | Path | None) -> list[Model]:
-    """Models from names (newest in the store), checkpoint paths or instances. ``checkpoint`` supplies the weights
-    of a first model given by the same name, or is explained in addition to models given by path or instance."""
-    from xray_xai.models.store import load_model
+    """Models from names (newest in the store), checkpoint paths or instances, with ``checkpoint`` read by the one
+    rule of :func:`xray_xai.models.resolve.resolve_models` (a name and a checkpoint together name one model)."""
+    from xray_xai.models.resolve import resolve_models
 
-    def load(specs: Sequence[str | Path | Model]) -> list[Model]:
-        return [m if isinstance(m, Model) else load_model(m) for m in specs]
-
-    specs = list(models)
-    if checkpoint is None:
-        if not specs:
-            raise PluginError("no model given: pass a model name, a checkpoint path or a Model")
-        return load(specs)
-    ckpt = load_model(checkpoint)
-    first = specs[0] if specs else None
-    if isinstance(first, str) and not Path(first).exists():
-        if first != ckpt.name:
-            raise PluginError(f"checkpoint {checkpoint} holds model {ckpt.name!r}, not {first!r}")
-        return [ckpt, *load(specs[1:])]
-    return [ckpt, *load(specs)]
+    if not models and checkpoint is None:
+        raise PluginError("no model given: pass a model name, a checkpoint path or a Model")
+    return resolve_models(list(models), checkpoint)
 
 
 @dataclass
@@ -248,7 +228,9 @@ def _gather(
     if records is not None:
         recs = list(records)
     elif inputs:
-        recs, problems = records_from_inputs(inputs)
+        from xray_xai.data.records import records_from_paths
+
+        recs, problems = records_from_paths(inputs)
         skipped.extend(problems)
     elif data is not None:
         from xray_xai.data.datasets import open_dataset

@@ -296,18 +296,23 @@ def load_model(name_or_path: str | Path, *, device: str = "cpu") -> Model:
     if expected and _sha256(weights) != expected:
         raise CheckpointError(weights, "checksum differs from the sidecar's: truncated or modified file")
 
-    model = cls.from_sidecar(sidecar, weights, load_member=load_model)  # ensembles: members are other checkpoints
-    if model is None:
-        config = dict(sidecar.get("config") or {})
-        if "pretrained" in config:  # the weights come from the checkpoint; never look for ImageNet files
-            config["pretrained"] = False
-        try:
-            model = cls(**config)
-        except TypeError as exc:
-            raise CheckpointError(weights, f"sidecar config does not fit model {name!r}: {exc}") from None
-        state = load_weights(weights)
-        import torch
+    import torch
 
+    # building the architecture draws random initial weights (overwritten below): from a forked generator, so that
+    # loading a model leaves the process's random state as it was
+    with torch.random.fork_rng(devices=[]):
+        model = cls.from_sidecar(sidecar, weights, load_member=load_model)  # ensembles: members are other checkpoints
+        built_here = model is None
+        if model is None:
+            config = dict(sidecar.get("config") or {})
+            if "pretrained" in config:  # the weights come from the checkpoint; never look for ImageNet files
+                config["pretrained"] = False
+            try:
+                model = cls(**config)
+            except TypeError as exc:
+                raise CheckpointError(weights, f"sidecar config does not fit model {name!r}: {exc}") from None
+    if built_here:
+        state = load_weights(weights)
         if isinstance(model, torch.nn.Module):
             _check_fit(weights, name, state, dict(model.state_dict()))
         try:

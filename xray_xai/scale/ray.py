@@ -447,12 +447,12 @@ def explain_command(
     """``xray-xai explain --backend ray``: the same image selection as the local service, maps as Parquet shards
     under ``out/<model>/<method>/``. Returns a JSON-ready summary."""
     from xray_xai.data.datasets import open_dataset
+    from xray_xai.data.records import records_from_paths
     from xray_xai.errors import DataError
-    from xray_xai.explain.service import records_from_inputs
 
     skipped: list[Problem] = []
     if inputs:
-        records, problems = records_from_inputs(inputs)
+        records, problems = records_from_paths(inputs)
         skipped.extend(problems)
     elif data is not None:
         ds = open_dataset(data, dataset)
