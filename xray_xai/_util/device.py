@@ -21,10 +21,25 @@ def model_device(model: Any) -> Any:
 
 
 def resolve_device(requested: str | None = None) -> str:
-    """The device a command runs on: ``requested`` as given (``cpu``, ``cuda``, ``cuda:1``, ``mps``...), or for
-    ``None``/``"auto"`` the first CUDA device when there is one, else the CPU."""
-    if requested not in (None, "", "auto"):
-        return str(requested)
+    """The device a command runs on: ``requested`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``...) checked to exist on
+    this machine, or for ``None``/``"auto"`` the first CUDA device when there is one, else the CPU. A name torch does
+    not know, or a device this machine lacks, is a :class:`~xray_xai.errors.PluginError` in one line."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    from xray_xai.errors import PluginError
+
+    if requested in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(str(requested))
+    except (RuntimeError, ValueError):
+        raise PluginError(f"unknown device {requested!r}; expected cpu, cuda, cuda:N, mps or auto") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise PluginError(f"device {requested!r}: no CUDA device on this machine; use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise PluginError(f"device {requested!r}: this machine has {count} CUDA device(s) (cuda:0-{count - 1})")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise PluginError(f"device {requested!r}: MPS is not available on this machine; use --device cpu")
+    return str(requested)

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from xray_xai._util.device import resolve_device
 from xray_xai.defaults import DECISION_THRESHOLD
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -78,6 +79,8 @@ def train(
         "num_workers": num_workers, "max_images": max_images, "regions": regions, "pretrained": pretrained,
         "strict": strict,
     }  # fmt: skip
+    if device is not None:
+        recipe["device"] = resolve_device(device)
     options: dict[str, Any] = {k: v for k, v in recipe.items() if v is not None}
     extra: dict[str, Any] = {"hidden": hidden, "dropout": dropout, "init": init, "members": members}
     options.update(model_options or {})
@@ -119,7 +122,8 @@ def evaluate(
 
     return _evaluate(
         model, data_root, checkpoint=checkpoint, dataset=dataset, dataset_options=dataset_options, split=split,
-        batch_size=batch_size, bootstrap=bootstrap, seed=seed, max_images=max_images, device=device, tta=tta,
+        batch_size=batch_size, bootstrap=bootstrap, seed=seed, max_images=max_images, device=resolve_device(device),
+        tta=tta,
         out_dir=out_dir, progress=progress, strict=strict,
     )  # fmt: skip
 
@@ -148,7 +152,7 @@ def predict(
 
     return _predict(
         model, inputs, checkpoint=checkpoint, data_root=data_root, split=split, dataset=dataset,
-        dataset_options=dataset_options, batch_size=batch_size, device=device,
+        dataset_options=dataset_options, batch_size=batch_size, device=resolve_device(device),
         threshold=DECISION_THRESHOLD if threshold is None else threshold, tta=tta, progress=progress, strict=strict,
     )  # fmt: skip
 

@@ -58,8 +58,8 @@ def make_explainer(method: str, *, seed: int | None = 0, params: dict[str, Any] 
         options.setdefault("seed", seed)
     try:
         return cls(**options)
-    except TypeError as exc:
-        raise PluginError(f"explainer {method!r}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # an unknown option, or a value the plugin cannot use (stride=abc)
+        raise PluginError(f"explainer {method!r}: {' '.join(str(exc).split())}") from None
 
 
 def method_list(methods: str | Sequence[str] | None) -> list[str]:
