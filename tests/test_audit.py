@@ -337,3 +337,24 @@ def test_sanity_cascade_is_not_applicable_without_torch_parameters(tiny_data: Ti
     maps = np.zeros((2, SIZE, SIZE), np.float32)
     result = sanity_cascade(object(), NoWeights(), torch.zeros(2, 3, SIZE, SIZE), maps, AuditSettings())  # type: ignore[arg-type]
     assert result.summary["status"] == "not applicable" and result.randomized_maps is None
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_audit_inputs_keep_slightly_cut_films_with_a_warning(tmp_path: Path, strict: bool) -> None:
+    """The audit reads films by the one damaged-film policy: kept and listed as a warning, or skipped when strict."""
+    from badinputs import slightly_cut_film
+
+    from xray_xai.audit.inputs import prepare_inputs
+    from xray_xai.sdk.interfaces import Preprocessing, Record
+
+    whole = tmp_path / "whole.png"
+    Image.fromarray((np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)).save(whole)
+    cut = slightly_cut_film(tmp_path, "cut.jpg")
+    pre = Preprocessing(name="test-32", input_size=32)
+    inputs = prepare_inputs([Record(path=whole), Record(path=cut)], pre, strict=strict)
+    if strict:
+        assert [r.path for r in inputs.records] == [whole] and [p.path for p in inputs.skipped] == [str(cut)]
+        assert inputs.warnings == []
+    else:
+        assert [r.path for r in inputs.records] == [whole, cut] and inputs.skipped == []
+        assert [p.path for p in inputs.warnings] == [str(cut)] and "ends early" in inputs.warnings[0].problem

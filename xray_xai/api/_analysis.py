@@ -146,6 +146,7 @@ def audit(
     out_dir: str | Path | None = None,
     progress: bool = True,
     title: str = "xray-xai audit",
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Faithfulness, sanity, localisation, controls and shortcuts for every model x method on ``n`` films of
     ``split`` (``xray-xai audit``); with ``out_dir`` also ``report.html`` and ``report.json`` there.
@@ -153,7 +154,8 @@ def audit(
     ``models``: names, checkpoint paths or model objects; ``methods``: names or a comma-separated list.
     ``steps``/``grid``: deletion/insertion steps and cell size in px; ``baseline``: what removed pixels become.
     Options left at None (``faithfulness_batch_size``, ``sanity_threshold``, ``tolerance_frac``, ``border_frac``)
-    take the audit's defaults; see :func:`xray_xai.audit.service.audit` for every option.
+    take the audit's defaults; ``strict`` skips films whose stream ends early however little is missing (else they
+    are read and listed as warnings); see :func:`xray_xai.audit.service.audit` for every option.
     """
     from xray_xai.audit.service import audit as _audit
 
@@ -165,7 +167,7 @@ def audit(
         batch_size=batch_size, out_dir=out_dir, progress=progress, title=title, baseline=baseline,
         sanity_stages=sanity_stages, sanity_n=sanity_n, n_boot=n_boot, n_examples=n_examples,
         control_faithfulness=control_faithfulness, channels_last=channels_last, curve_check_n=curve_check_n,
-        explainer_options=explainer_options, **{k: v for k, v in tuned.items() if v is not None},
+        explainer_options=explainer_options, strict=strict, **{k: v for k, v in tuned.items() if v is not None},
     )  # fmt: skip
 
 

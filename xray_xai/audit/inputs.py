@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xray_xai.errors import DataError, XrayXaiError
+from xray_xai.errors import DataError, XrayXaiError, one_line
 from xray_xai.sdk.interfaces import Preprocessing, Problem, Record
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,6 +36,7 @@ class AuditInputs:
     collimation: list[np.ndarray | None] = field(default_factory=list)  #: collimated borders, (S, S) bool
     problems: list[str] = field(default_factory=list)  #: files skipped, one line each
     skipped: list[Problem] = field(default_factory=list)  #: the same files as (path, problem), for skipped.csv
+    warnings: list[Problem] = field(default_factory=list)  #: films kept despite damage, for warnings.csv
 
 
 def _numbers(value: Any, n: int) -> list[float] | None:
@@ -119,28 +120,31 @@ def collimation_mask(record: Record, shape: tuple[int, int]) -> np.ndarray | Non
     return mask if mask.any() else None
 
 
-def prepare_inputs(records: Sequence[Record], pre: Preprocessing) -> AuditInputs:
+def prepare_inputs(records: Sequence[Record], pre: Preprocessing, *, strict: bool = False) -> AuditInputs:
     """Read each film once and derive what the audit needs at the model's input geometry; unreadable files are
-    skipped and listed in ``problems``."""
+    skipped and listed in ``problems``, films kept despite a stream that ends early in ``warnings`` (``strict``
+    skips them instead; :func:`xray_xai.data.images.read_film`)."""
     import torch
 
     from xray_xai.data.geometry import geometry, geometry_mask, to_tensor
-    from xray_xai.data.images import read_image
+    from xray_xai.data.images import read_film
     from xray_xai.data.masks import ground_truth_mask
 
     kept: list[Record] = []
     skipped: list[Problem] = []
+    warned: list[Problem] = []
     tensors, films, gts, markers, colls = [], [], [], [], []
     for rec in records:
         try:
-            image = read_image(rec.path)
+            image, warning = read_film(rec.path, strict=strict)
             tensor = to_tensor(image, pre)
             film = geometry(image, pre)
             gt = geometry_mask(ground_truth_mask(rec, image.shape), pre) if rec.has_ground_truth else None
         except (XrayXaiError, ValueError) as exc:  # ValueError: e.g. ground truth not rasterisable on this film
-            problem = exc.problem if isinstance(exc, DataError) else str(exc)
-            skipped.append(Problem(str(rec.path), (problem.strip().splitlines() or [type(exc).__name__])[0]))
+            skipped.append(Problem(str(rec.path), exc.problem if isinstance(exc, DataError) else one_line(exc)))
             continue
+        if warning is not None:
+            warned.append(warning)
         mk = marker_mask(rec, image.shape)
         cl = collimation_mask(rec, image.shape)
         kept.append(rec)
@@ -161,6 +165,7 @@ def prepare_inputs(records: Sequence[Record], pre: Preprocessing) -> AuditInputs
         collimation=colls,
         problems=problems,
         skipped=skipped,
+        warnings=warned,
     )
 
 

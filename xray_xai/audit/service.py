@@ -188,13 +188,18 @@ def _audit_pair(
     }
 
 
-def _note_skipped(inputs: AuditInputs, skipped: list[Problem], result: dict[str, Any]) -> None:
-    """Add the films ``inputs`` could not read to the result (once each, whichever model met them first)."""
+def _note_skipped(inputs: AuditInputs, skipped: list[Problem], warned: list[Problem], result: dict[str, Any]) -> None:
+    """Add the films ``inputs`` could not read, and those kept despite damage, to the result (once each, whichever
+    model met them first)."""
     for prob in inputs.skipped:
         if prob not in skipped:
             skipped.append(prob)
             result["problems"].append(str(prob))
             result["skipped"].append({"path": prob.path, "problem": prob.problem})
+    for prob in inputs.warnings:
+        if prob not in warned:
+            warned.append(prob)
+            result["warnings"].append({"path": prob.path, "problem": prob.problem})
 
 
 # -- the service ---------------------------------------------------------------------------------------------------
@@ -222,6 +227,7 @@ def audit_records(
     explainer_options: Mapping[str, Mapping[str, Any]] | None = None,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Audit already selected ``records`` (see :func:`audit` for the meaning of every option).
 
@@ -252,16 +258,18 @@ def audit_records(
         "pairs": [],
         "problems": [],  #: skipped files, one line each (the HTML report and stderr list them)
         "skipped": [],  #: the same as [{"path", "problem"}], also written to out_dir/skipped.csv
+        "warnings": [],  #: films kept despite damage, also written to out_dir/warnings.csv
     }
     skipped: list[Problem] = []
+    warned: list[Problem] = []
     it = iter(bar(range(len(models) * len(methods)), "auditing", total=len(models) * len(methods), enabled=progress))
     for given in models:
         model = _load(given)
         label = _model_label(model, given, result["models"])
         pre = model.preprocessing
         if pre not in cache:
-            cache[pre] = prepare_inputs(records, pre)
-        _note_skipped(cache[pre], skipped, result)
+            cache[pre] = prepare_inputs(records, pre, strict=strict)
+        _note_skipped(cache[pre], skipped, warned, result)
         ctx = model_context(model, cache[pre], s)
         block = result["models"][label] = _model_block(model, label, ctx, s)
         for method in methods:
@@ -271,7 +279,7 @@ def audit_records(
     for _ in it:  # drain the progress bar
         pass
     if out_path is not None:
-        result["skipped_csv"] = str(write_skipped_csv(out_path / "skipped.csv", skipped))
+        result["skipped_csv"] = str(write_skipped_csv(out_path / "skipped.csv", skipped, warnings=warned))
     return result
 
 
@@ -335,7 +343,9 @@ def audit(
     * ``control_faithfulness`` (True): also run the curves for the control maps (the costliest part);
     * ``curve_check_n`` (0): on that many images, also compute fine curves (112 steps, pixel grid) and report the
       error of the audit's cheaper curves against them (``faithfulness.curve_error``);
-    * ``explainer_options``: ``{method: {param: value}}`` passed to each explainer.
+    * ``explainer_options``: ``{method: {param: value}}`` passed to each explainer;
+    * ``strict`` (False): skip films whose stream ends early however little is missing (by default they are read
+      and listed in ``"warnings"`` and ``warnings.csv``).
     """
     ds, records = _split_records(data_root, dataset, split)
     chosen = select_records(records, n, seed)

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import click
 
 from xray_xai import api
-from xray_xai.cli._common import echo_json, handle_errors
+from xray_xai.cli._common import STRICT_HELP, echo_json, handle_errors
 
 __all__ = ["audit"]
 
@@ -66,6 +66,7 @@ __all__ = ["audit"]
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds image choice, random maps, bootstrap.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the audit as JSON on stdout.")
+@click.option("--strict", is_flag=True, help=STRICT_HELP)
 @handle_errors
 def audit(
     models: str,
@@ -84,6 +85,7 @@ def audit(
     seed: int,
     out_dir: Path | None,
     as_json: bool,
+    strict: bool,
 ) -> None:
     """Audit explanation methods: faithfulness, sanity, localisation, controls and shortcuts.
 
@@ -117,11 +119,15 @@ def audit(
         sanity_stages=sanity_stages,
         control_faithfulness=control_faithfulness,
         curve_check_n=curve_check_n,
+        strict=strict,
     )
     if as_json:
         echo_json(result)
         return
     _print_table(result)
+    if result.get("warnings"):
+        listed = Path(out_dir) / "warnings.csv"
+        click.echo(f"{len(result['warnings'])} damaged image(s) kept, listed in {listed}", err=True)
     click.echo(f"report: {result['report']['html']}")
 
 
