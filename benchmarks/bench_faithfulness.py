@@ -8,7 +8,7 @@ three values of a pixel are adjacent in its order). So two comparisons: the 112-
 Quantus cannot give it with fewer evaluations) and ours at 336 steps (the same number of forward passes).
 Quantus needs a two-class output: a wrapper returns ``(-l/2, l/2)``, whose softmax is ``sigmoid(l)``, our
 probability. Also timed: a cheaper curve (16 steps on an 8 x 8 px grid) and its error against the 112-step curve
-(``audit_metrics.curve_error``).
+(``xray_xai.audit.scores.curve_error``).
 """
 
 from __future__ import annotations

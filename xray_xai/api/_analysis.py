@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from xray_xai._util.params import split_names
 from xray_xai.api._models import resolve_model
 from xray_xai.api._process import _refuse_on_ray, _specs
-from xray_xai.defaults import DECISION_THRESHOLD
+from xray_xai.defaults import CLUSTER_EXPLAINER, DECISION_THRESHOLD
 from xray_xai.errors import PluginError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -19,9 +19,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from xray_xai.sdk.registry import PluginInfo
 
     ModelSpec = str | Path | Model
-
-#: explainer whose maps ``cluster(on="explanations")`` groups: one backward pass per film, cheap for a whole data set
-CLUSTER_EXPLAINER = "gradcam"
 
 
 def extract_features(

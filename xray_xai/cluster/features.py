@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from xray_xai._util.device import model_device
+from xray_xai.defaults import CLUSTER_EXPLAINER
 from xray_xai.errors import XrayXaiError
 from xray_xai.sdk.interfaces import Model, Problem, Record
 
@@ -339,7 +340,7 @@ def extract_features(
 def extract_explanation_features(
     model: Model,
     records: Sequence[Record],
-    explainer: str = "gradcam",
+    explainer: str = CLUSTER_EXPLAINER,
     *,
     grid: int = 16,
     explainer_params: dict[str, Any] | None = None,

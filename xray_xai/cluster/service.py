@@ -33,7 +33,7 @@ from xray_xai.cluster.describe import (
     describe_clusters,
     metadata_columns,
 )
-from xray_xai.defaults import DECISION_THRESHOLD
+from xray_xai.defaults import CLUSTER_EXPLAINER, DECISION_THRESHOLD
 from xray_xai.errors import DataError, XrayXaiError
 from xray_xai.sdk.interfaces import Model, Problem, Record
 
@@ -145,20 +145,13 @@ def _resolve_splits(ds: Any, splits: Sequence[str]) -> list[str]:
         s = s.strip().lower()
         if not s:
             continue
-        try:  # the data set's own names and aliases (DatasetPlugin.resolve_split)
-            name = ds.resolve_split(s)
-        except DataError:  # fallbacks for layouts that declare no alias
-            if s in ("valid", "validation") and "test" in offered:
-                name = "test"
-            elif s == "test" and "valid" in offered:
-                name = "valid"
-            elif offered == ("all",):
-                name = "all"  # a plain folder has one split: use it whatever was asked
-            else:
-                raise DataError(
-                    getattr(ds, "root", None),
-                    f"no split {s!r} in data set {getattr(ds, 'name', '?')!r} (it has: {', '.join(offered)})",
-                ) from None
+        try:  # the data set's own names and aliases, leniently (DatasetPlugin.resolve_split)
+            name = ds.resolve_split(s, lenient=True)
+        except DataError:
+            raise DataError(
+                getattr(ds, "root", None),
+                f"no split {s!r} in data set {getattr(ds, 'name', '?')!r} (it has: {', '.join(offered)})",
+            ) from None
         if name not in out:
             out.append(name)
     if not out:
@@ -207,7 +200,7 @@ def cluster(
     region: str | None = None,
     per_region: bool = False,
     on: str = "features",
-    explainer: str = "gradcam",
+    explainer: str = CLUSTER_EXPLAINER,
     out_dir: str | Path | None = None,
     seed: int = 0,
     batch_size: int = 32,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from xray_xai._util.fsutil import atomic_path, atomic_write_json, write_skipped_csv
 from xray_xai.defaults import DECISION_THRESHOLD
-from xray_xai.errors import DataError, PluginError, XrayXaiError
+from xray_xai.errors import DataError, PluginError, XrayXaiError, one_line
 from xray_xai.sdk.interfaces import Model, Problem, Record
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -100,8 +100,7 @@ def predict_records(
                     str(recs[ids[0]].path) if len(ids) == 1 else f"a batch of {len(ids)} films from {recs[ids[0]].path}"
                 )
                 name = getattr(model, "name", type(model).__name__)
-                text = (str(exc).strip().splitlines() or [""])[0]
-                raise PluginError(f"model {name!r} failed on {where}: {type(exc).__name__}: {text}") from exc
+                raise PluginError(f"model {name!r} failed on {where}: {type(exc).__name__}: {one_line(exc)}") from exc
             probs.append(p.detach().float().cpu().numpy().reshape(-1))
             kept.extend(ids)
     out = np.concatenate(probs) if probs else np.zeros(0)

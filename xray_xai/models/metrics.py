@@ -199,7 +199,7 @@ def bootstrap_ci(
 
 
 def bootstrap_metrics(
-    y: Any, p: Any, threshold: float = 0.5, n: int = 1000, seed: int = 0, alpha: float = 0.05
+    y: Any, p: Any, threshold: float = DECISION_THRESHOLD, n: int = 1000, seed: int = 0, alpha: float = 0.05
 ) -> dict[str, list[float] | None]:
     """Percentile bootstrap intervals of every metric in :data:`METRIC_NAMES`, all resamples as one matrix.
 

@@ -223,18 +223,29 @@ class DatasetPlugin(Plugin):
         return False
 
     @classmethod
-    def resolve_split(cls, split: str | None) -> str:
+    def resolve_split(cls, split: str | None, *, lenient: bool = False) -> str:
         """The split that ``split`` names in this layout: ``"all"`` for None or "all", an offered split as is, an
-        alias (:attr:`aliases`) as its target; else :class:`~xray_xai.errors.DataError` listing the names known."""
+        alias (:attr:`aliases`) as its target; else :class:`~xray_xai.errors.DataError` listing the names known.
+
+        ``lenient`` (commands that pool splits, such as ``cluster``) also maps the held-out set's other names for
+        layouts that declare no alias (``valid``/``validation`` -> ``test``, ``test`` -> ``valid``) and, in a
+        one-split layout (a plain folder), any name to ``"all"``."""
         if split is None or split == "all":
             return "all"
         name = cls.aliases.get(split, split)
-        if name not in cls.splits:
-            from xray_xai.errors import DataError
+        if name in cls.splits:
+            return name
+        if lenient:
+            if name in ("valid", "validation") and "test" in cls.splits:
+                return "test"
+            if name == "test" and "valid" in cls.splits:
+                return "valid"
+            if tuple(cls.splits) == ("all",):
+                return "all"
+        from xray_xai.errors import DataError
 
-            known = ", ".join(dict.fromkeys([*cls.splits, *cls.aliases, "all"]))
-            raise DataError(None, f"unknown split {split!r} for dataset {cls.name!r}; expected one of {known}")
-        return name
+        known = ", ".join(dict.fromkeys([*cls.splits, *cls.aliases, "all"]))
+        raise DataError(None, f"unknown split {split!r} for dataset {cls.name!r}; expected one of {known}")
 
     def studies(self, split: str | None = None) -> dict[str, list[Record]]:
         """Records grouped by study (an image without a study is its own study), in record order."""
