@@ -3,7 +3,8 @@
 Each size runs in a fresh process on a folder of N random 64 px PNG films and ``cnn-small`` at 64 px (untrained):
 ``xray_xai.explain.service.explain(model, "gradcam", formats=npy,json)`` and
 ``xray_xai.cluster.service.cluster(model, folder, threshold=None, k=4)`` (features, PCA + k-means, every report file).
-The fitted exponent is the least-squares slope of log(time) and log(peak RSS above the process's RSS before the call) on log(N): 1 is linear.
+The fitted exponent is the least-squares slope of log(time) and log(peak RSS above the process's RSS before the call)
+on log(N): 1 is linear.
 """
 
 from __future__ import annotations
