@@ -154,7 +154,8 @@ def test_fracatlas_empty_csv_is_one_line(tmp_path: Path) -> None:
 
 
 def test_data_check_images_lists_every_bad_file(tmp_path: Path) -> None:
-    """`data --check-images` reads headers only: it must list the files refused from their header."""
+    """`data --check-images` decodes every film: it lists every file a command would refuse, and the films cut
+    short that a command would keep as warnings (errors with --strict)."""
     from xray_xai.testing.datasets import write_tiny_mura
 
     mura = write_tiny_mura(tmp_path / "m", size=32)
@@ -164,9 +165,24 @@ def test_data_check_images_lists_every_bad_file(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.stderr
     listed = {Path(p["path"]).name + "|" + Path(p["path"]).parent.name for p in json.loads(res.stdout)["problems"]}
     for case, path in poisoned.items():
-        if case.startswith("dicom"):
-            continue  # header-only reads cannot see missing pixel data or frames; decoding does (see commands)
         assert f"{path.name}|{path.parent.name}" in listed, case
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_data_check_images_reports_a_slightly_cut_film(tmp_path: Path, strict: bool) -> None:
+    from xray_xai.testing.datasets import write_tiny_mura
+
+    mura = write_tiny_mura(tmp_path / "m", size=32)
+    victim = sorted(mura.rglob("*.png"))[0]
+    cut = bad.slightly_cut_film(victim.parent, "cut.png", size=128)
+    victim.unlink()
+    cut.rename(victim)
+    args = ["data", str(tmp_path / "m"), "--check-images", "--json", *(["--strict"] if strict else [])]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.stderr
+    found = [p for p in json.loads(res.stdout)["problems"] if Path(p["path"]) == victim]
+    assert len(found) == 1 and "ends early" in found[0]["problem"]
+    assert found[0]["severity"] == ("error" if strict else "warning")
 
 
 # ---------------------------------------------------------------------------------------------------- clusterers

@@ -45,14 +45,21 @@ def open_dataset(root: str | Path, name: str | None = None, **options: Any) -> D
 
 
 def data_summary(
-    root: str | Path, name: str | None = None, *, images: bool = False, progress: bool = False, **options: Any
+    root: str | Path,
+    name: str | None = None,
+    *,
+    images: bool = False,
+    progress: bool = False,
+    strict: bool = False,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Counts by split, region and label, and the problems found (``xray-xai data``); ``images`` also reads every
-    image header. ``options`` go to the dataset plugin."""
+    """Counts by split, region and label, and the problems found (``xray-xai data``); ``images`` also decodes every
+    image (films whose stream ends early reported as warnings, or as errors with ``strict``). ``options`` go to the
+    dataset plugin."""
     from xray_xai.data.datasets import open_dataset as _open
     from xray_xai.data.datasets import summarize
 
-    return summarize(_open(root, name, **options), images=images, progress=progress)
+    return summarize(_open(root, name, **options), images=images, progress=progress, strict=strict)
 
 
 def read_image_bytes(data: bytes, name: str = "upload") -> np.ndarray:

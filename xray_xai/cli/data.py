@@ -95,10 +95,17 @@ def synth(
     metavar="KEY=VALUE",
     help="Option for the reader, e.g. -o regions='[\"wrist\"]' -o val_fraction=0.2 -o labels=labels.csv.",
 )
-@click.option("--check-images", is_flag=True, help="Also read every image header and report unreadable files.")
+@click.option(
+    "--check-images",
+    is_flag=True,
+    help="Also decode every image: unreadable files as errors, films cut short but kept by the commands as warnings.",
+)
+@click.option("--strict", is_flag=True, help="With --check-images: report films cut short as errors.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (every count and every problem).")
 @handle_errors
-def data(directory: Path, dataset_name: str | None, options: dict[str, Any], check_images: bool, as_json: bool) -> None:
+def data(
+    directory: Path, dataset_name: str | None, options: dict[str, Any], check_images: bool, strict: bool, as_json: bool
+) -> None:
     """Show what a data set folder holds: images and studies by split, region and label, and the problems found.
 
     The layout (synthetic, mura, fracatlas, or any folder of images) is detected unless --dataset names it.
@@ -110,7 +117,7 @@ def data(directory: Path, dataset_name: str | None, options: dict[str, Any], che
       xray-xai data ../shared/data/fracatlas --dataset fracatlas --json
       xray-xai data scans/ --dataset folder -o labels=labels.csv --check-images
     """
-    summary = api.data_summary(directory, dataset_name, images=check_images, progress=True, **options)
+    summary = api.data_summary(directory, dataset_name, images=check_images, progress=True, strict=strict, **options)
     if as_json:
         echo_json(summary)
         return

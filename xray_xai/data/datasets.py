@@ -100,22 +100,29 @@ def synth(out: str | Path, n_studies: int, seed: int = 0, **options: Any) -> Pat
     return Path(cls.generate(Path(out), n_studies=n_studies, seed=seed, **options))
 
 
-def check_images(ds: DatasetPlugin, split: str | None = None, progress: bool = True) -> list[Problem]:
-    """Read the header of every image (:func:`xray_xai.data.images.image_size`: format sniffed, size guard applied) and
-    return one :class:`Problem` per unreadable file. Readers only list files; this finds the broken ones."""
+def check_images(
+    ds: DatasetPlugin, split: str | None = None, progress: bool = True, *, strict: bool = False
+) -> list[Problem]:
+    """Decode every image as the commands will (:func:`xray_xai.data.images.read_film`: format sniffed, size guard,
+    damaged-film policy) and return one :class:`Problem` per unreadable file, and one warning per film that a
+    command would read despite a stream that ends early (with ``strict`` those are errors too). Readers only list
+    files; this finds the broken ones."""
     from xray_xai._util.progress import progress as bar
-    from xray_xai.data.images import image_size
+    from xray_xai.data.images import read_film
 
     records = ds.records(split)
-    bad: list[Problem] = []
+    found: list[Problem] = []
     for rec in bar(records, "checking images", total=len(records), enabled=progress):
         try:
-            image_size(rec.path)
+            warning = read_film(rec.path, strict=strict).warning
         except XrayXaiError as exc:
-            bad.append(Problem(str(rec.path), getattr(exc, "problem", str(exc))))
+            found.append(Problem(str(rec.path), getattr(exc, "problem", str(exc))))
         except OSError as exc:
-            bad.append(Problem(str(rec.path), exc.strerror or str(exc)))
-    return bad
+            found.append(Problem(str(rec.path), exc.strerror or str(exc)))
+        else:
+            if warning is not None:
+                found.append(warning)
+    return found
 
 
 def _label_key(label: int | None) -> str:
@@ -146,9 +153,12 @@ def _counts(records: Iterable[Record]) -> dict[str, Any]:
     }
 
 
-def summarize(ds: DatasetPlugin, *, images: bool = False, progress: bool = True) -> dict[str, Any]:
+def summarize(
+    ds: DatasetPlugin, *, images: bool = False, progress: bool = True, strict: bool = False
+) -> dict[str, Any]:
     """Counts of images and studies (total, abnormal, normal, unknown label) overall, by split, by region and by
-    split x region, plus the problems the reader found (and, with ``images=True``, unreadable images).
+    split x region, plus the problems the reader found (and, with ``images=True``, every image decoded: unreadable
+    ones as errors, damaged ones kept as warnings, or errors with ``strict``; see :func:`check_images`).
 
     The result is JSON-ready; ``xray-xai data`` prints it. Regions and views that are ``None`` count as
     ``"unknown"``.
@@ -159,7 +169,7 @@ def summarize(ds: DatasetPlugin, *, images: bool = False, progress: bool = True)
     regions = sorted({r.region or "unknown" for r in records})
     problems = list(ds.problems)
     if images:
-        problems += check_images(ds, progress=progress)
+        problems += check_images(ds, progress=progress, strict=strict)
     by_split = {s: [r for r in records if r.split == s] for s in split_names}
     table = []
     for s in split_names:
