@@ -22,6 +22,7 @@ __all__ = [
     "atomic_write_text",
     "json_default",
     "make_shareable",
+    "sha256_file",
     "warnings_csv_path",
     "write_skipped_csv",
 ]
@@ -145,3 +146,14 @@ def _write_problems(target: str | Path, problems: Iterable[Problem]) -> Path:
     for p in problems:
         writer.writerow([p.path, p.problem])
     return atomic_write_text(target, buf.getvalue())
+
+
+def sha256_file(path: str | Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB blocks (checkpoints are hundreds of MB)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from xray_xai._util.device import model_device
+from xray_xai._util.fsutil import sha256_file
 from xray_xai.defaults import CLUSTER_EXPLAINER
 from xray_xai.errors import XrayXaiError
 from xray_xai.sdk.interfaces import Model, Problem, Record
@@ -97,14 +98,6 @@ def default_cache_dir() -> Path:
     return home() / "cache" / "features"
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def model_fingerprint(model: Model) -> str | None:
     """What identifies the model's weights: the weights fingerprint (:mod:`xray_xai.sdk.fingerprint`), else a hash
     of its checkpoint file; None if neither."""
@@ -115,7 +108,7 @@ def model_fingerprint(model: Model) -> str | None:
         return fp
     ckpt = getattr(model, "checkpoint_path", None)
     if ckpt is not None and Path(ckpt).is_file():
-        return "file:" + _sha256_file(Path(ckpt))[:16]
+        return "file:" + sha256_file(Path(ckpt))[:16]
     return None
 
 

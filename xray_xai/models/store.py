@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import json
 import os
 import shutil
@@ -25,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xray_xai._util.fsutil import make_shareable
+from xray_xai._util.fsutil import make_shareable, sha256_file
 from xray_xai.errors import CheckpointError, UnknownPluginError
 from xray_xai.sdk.fingerprint import hash_state, weights_fingerprint
 
@@ -76,14 +75,6 @@ def home() -> Path:
 
 def models_dir() -> Path:
     return home() / "models"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _state(model: Any) -> dict[str, torch.Tensor]:
@@ -140,7 +131,7 @@ def save_model(model: Model, out_dir: str | Path | None = None, *, metadata: dic
         weights = tmp / WEIGHTS
         safetensors.torch.save_file(state, str(weights), metadata={"format": "pt", "xray_xai_model": name})
         make_shareable(weights)  # safetensors writes 0600 whatever the umask
-        sidecar["weights_sha256"] = _sha256(weights)
+        sidecar["weights_sha256"] = sha256_file(weights)
         (tmp / SIDECAR).write_text(json.dumps(sidecar, indent=2, default=_json_default) + "\n", encoding="utf-8")
         if final.exists():  # explicit out_dir being overwritten: replace the two files, keep anything else there
             for fname in (WEIGHTS, SIDECAR):
@@ -293,7 +284,7 @@ def load_model(name_or_path: str | Path, *, device: str = "cpu") -> Model:
     except UnknownPluginError as exc:
         raise CheckpointError(weights, f"saved by model plugin {name!r}, which is not installed ({exc})") from None
     expected = sidecar.get("weights_sha256")
-    if expected and _sha256(weights) != expected:
+    if expected and sha256_file(weights) != expected:
         raise CheckpointError(weights, "checksum differs from the sidecar's: truncated or modified file")
 
     import torch
