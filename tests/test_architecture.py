@@ -132,3 +132,16 @@ def test_module_and_function_sizes(kind: str, path: Path) -> None:
         and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
     ]
     assert long == [], f"{path.relative_to(REPO)}: {', '.join(long)}"
+
+
+def test_every_package_is_in_pyproject() -> None:
+    """A subsystem package missing from pyproject's list installs fine in editable mode and is absent from a wheel."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in PACKAGE.rglob("__init__.py")}
+    found |= {
+        "xray_xai_plugins." + ".".join(p.parent.relative_to(REPO / "plugins").parts)
+        for p in (REPO / "plugins").rglob("__init__.py")
+    }
+    found = {f.rstrip(".") for f in found}
+    assert found == listed
