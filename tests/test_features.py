@@ -135,6 +135,23 @@ def test_bad_images_listed_from_cache(tmp_path: Path) -> None:
     assert hit.from_cache and [p.path for p in hit.skipped] == [str(broken)] and "broken.png" not in hit.ids
 
 
+def test_damaged_films_kept_are_listed_as_warnings_computed_and_from_cache(tmp_path: Path) -> None:
+    """A film cut short but kept (read_film) is in the rows and in ``warnings``, also when the set comes from cache."""
+    from badinputs import slightly_cut_film
+
+    records = _films(tmp_path, 2)
+    cut = slightly_cut_film(tmp_path, "cut.png", size=64)
+    records.append(Record(path=cut))
+    fs = extract_features(TinyNet(), records, cache_dir=tmp_path / "c", progress=False)
+    assert len(fs) == 3 and fs.skipped == [] and [p.path for p in fs.warnings] == [str(cut)]
+    assert fs.warnings[0].severity == "warning" and "ends early" in fs.warnings[0].problem
+    model = ExplodingNet()
+    model.load_state_dict(TinyNet().state_dict())
+    model.name = TinyNet.name
+    hit = extract_features(model, records, cache_dir=tmp_path / "c", progress=False)
+    assert hit.from_cache and [(p.path, p.problem) for p in hit.warnings] == [(str(cut), fs.warnings[0].problem)]
+
+
 def test_subset_keeps_rows_aligned(tmp_path: Path) -> None:
     fs = extract_features(TinyNet(), _films(tmp_path, 4), cache_dir=tmp_path / "c", progress=False)
     sub = fs.subset(fs.probabilities >= np.median(fs.probabilities))

@@ -55,7 +55,8 @@ class FeatureSet:
     """Features of the films that could be read, in the order of the records given.
 
     ``features``: float32 ``(N, D)``; ``probabilities``: float32 ``(N,)`` probability of abnormal; ``records``: the
-    N records those rows belong to; ``skipped``: films that could not be read (not in the rows).
+    N records those rows belong to; ``skipped``: films that could not be read (not in the rows); ``warnings``: films
+    read despite a stream that ends early (in the rows; :func:`xray_xai.data.images.read_film`).
     """
 
     features: np.ndarray
@@ -66,6 +67,7 @@ class FeatureSet:
     cache_path: Path | None = None
     from_cache: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
+    warnings: list[Problem] = field(default_factory=list)
 
     @property
     def ids(self) -> list[str]:
@@ -87,6 +89,7 @@ class FeatureSet:
             self.cache_path,
             self.from_cache,
             dict(self.meta),
+            list(self.warnings),
         )
 
 
@@ -155,6 +158,10 @@ def _load_cached(path: Path, key: str, records: Sequence[Record]) -> FeatureSet 
             paths = [str(p) for p in data["paths"]]
             bad_paths = [str(p) for p in data["skipped_paths"]]
             bad_why = [str(p) for p in data["skipped_problems"]]
+            # caches written before damaged films were listed have no warnings
+            warn_paths = [str(p) for p in data["warning_paths"]] if "warning_paths" in data else []
+            warn_why = [str(p) for p in data["warning_problems"]] if "warning_problems" in data else []
+            warned = list(zip(warn_paths, warn_why, strict=True))
     except (OSError, KeyError, ValueError):
         return None
     row = {p: i for i, p in enumerate(paths)}
@@ -179,7 +186,9 @@ def _load_cached(path: Path, key: str, records: Sequence[Record]) -> FeatureSet 
         except (OSError, ValueError):
             meta = {}
     idx = np.asarray(keep, dtype=np.int64)
-    return FeatureSet(feats[idx], probs[idx], kept, skipped, key, path, True, meta)
+    wanted = {os.path.abspath(r.path): str(r.path) for r in kept}
+    warnings = [Problem(wanted[p], w, severity="warning") for p, w in warned if p in wanted]
+    return FeatureSet(feats[idx], probs[idx], kept, skipped, key, path, True, meta, warnings)
 
 
 def _save_cached(path: Path, fs: FeatureSet, meta: dict[str, Any]) -> None:
@@ -195,6 +204,8 @@ def _save_cached(path: Path, fs: FeatureSet, meta: dict[str, Any]) -> None:
             paths=np.array([os.path.abspath(r.path) for r in fs.records], dtype=np.str_),
             skipped_paths=np.array(bad_paths, dtype=np.str_),
             skipped_problems=np.array([p.problem for p in fs.skipped], dtype=np.str_),
+            warning_paths=np.array([os.path.abspath(p.path) for p in fs.warnings], dtype=np.str_),
+            warning_problems=np.array([p.problem for p in fs.warnings], dtype=np.str_),
         )
     atomic_write_json(path.with_suffix(".json"), meta)
 
@@ -253,6 +264,7 @@ def _run(
         key or "",
         path,
         False,
+        warnings=list(dataset.warnings),
     )
     fs.meta = {
         "key": key,

@@ -255,7 +255,7 @@ def cluster(
         k=k, method=method, params=method_params, seed=seed, select_ks=select_k_range, montage_size=montage_size
     )
     summary["groups"], labels_by_group = _cluster_groups(films.selected, model, out, per_region, fit)
-    _write_summary(out, summary, films.skipped, per_region)
+    _write_summary(out, summary, films, per_region)
     if json:
         return summary
     result = dict(summary)
@@ -281,6 +281,7 @@ class _Films:
     read: Any  #: FeatureSet of every film read
     selected: Any  #: FeatureSet of the films clustered
     skipped: list[Problem]
+    warnings: list[Problem]  #: films read despite a stream that ends early (listed in warnings.csv)
 
 
 def _films_to_cluster(
@@ -315,7 +316,7 @@ def _films_to_cluster(
         )
         skipped += [p for p in efs.skipped if p not in skipped]
         selected = efs
-    return _Films(read=fs, selected=selected, skipped=skipped)
+    return _Films(read=fs, selected=selected, skipped=skipped, warnings=list(fs.warnings))
 
 
 def _summary_head(
@@ -350,6 +351,7 @@ def _summary_head(
         "features_from_cache": fs.from_cache,
         "missing_values": MISSING_POLICY,
         "skipped": [{"path": p.path, "problem": p.problem} for p in films.skipped],
+        "warnings": [{"path": p.path, "problem": p.problem} for p in films.warnings],
         "groups": {},
     }
 
@@ -395,9 +397,9 @@ def _cluster_groups(
     return summaries, labels_by_group
 
 
-def _write_summary(out: Path, summary: dict[str, Any], skipped: Sequence[Problem], per_region: bool) -> None:
+def _write_summary(out: Path, summary: dict[str, Any], films: _Films, per_region: bool) -> None:
     """Lift the single group's results to the top of ``summary`` (without ``per_region``) and write
-    ``summary.json``, ``summary.md`` and ``skipped.csv``."""
+    ``summary.json``, ``summary.md``, ``skipped.csv`` and ``warnings.csv``."""
     from xray_xai._util.fsutil import atomic_write_json, atomic_write_text, write_skipped_csv
     from xray_xai.cluster.describe import summary_markdown
 
@@ -408,8 +410,9 @@ def _write_summary(out: Path, summary: dict[str, Any], skipped: Sequence[Problem
         "json": str(out / "summary.json"),
         "markdown": str(out / "summary.md"),
         "skipped": str(out / "skipped.csv"),
+        "warnings": str(out / "warnings.csv"),
     }
-    write_skipped_csv(out / "skipped.csv", skipped)
+    write_skipped_csv(out / "skipped.csv", films.skipped, warnings=films.warnings)
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "summary.md", summary_markdown(summary))
 
