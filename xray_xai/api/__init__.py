@@ -25,7 +25,6 @@ from typing import Any
 
 from xray_xai._util.params import ParamError, method_params, parse_params, split_names
 from xray_xai.api._analysis import (
-    CLUSTER_EXPLAINER,
     audit,
     cluster,
     demo,
@@ -53,7 +52,7 @@ from xray_xai.api._models import (
     write_predictions,
 )
 from xray_xai.api._process import prepare_process, ray_unsupported, to_json
-from xray_xai.defaults import DECISION_THRESHOLD, DEFAULT_METHOD
+from xray_xai.defaults import CLUSTER_EXPLAINER, DECISION_THRESHOLD, DEFAULT_METHOD
 
 __all__ = [
     "CLUSTER_EXPLAINER",
