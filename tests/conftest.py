@@ -53,3 +53,23 @@ def fracatlas_root() -> Path:
     if not (FRACATLAS / "dataset.csv").exists():
         pytest.skip("../shared/data/fracatlas is not beside the repository")
     return FRACATLAS
+
+
+@pytest.fixture
+def tiny_checkpoint() -> Path:
+    """An untrained cnn-small at 32 px saved in the (per-test) store: a real checkpoint folder in milliseconds."""
+    import xray_xai
+    from xray_xai.models.store import save_model
+
+    return save_model(xray_xai.get_model("cnn-small")(image_size=32), metadata={})
+
+
+@pytest.fixture
+def noise_film(tmp_path: Path) -> Path:
+    """A 40 x 40 grey-noise PNG (seeded)."""
+    import numpy as np
+    from PIL import Image
+
+    path = tmp_path / "film.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 40)) * 255).astype(np.uint8)).save(path)
+    return path
