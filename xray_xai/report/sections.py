@@ -308,6 +308,15 @@ def _controls_table(pairs: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
+def _optional_table(title: str, intro: str | None, headers: Sequence[str], rows: Sequence[str]) -> str:
+    """A titled table of already rendered ``<tr>`` rows (with a muted intro line), or nothing when there is no row."""
+    if not rows:
+        return ""
+    lead = f"<p class='muted'>{intro}</p>" if intro else ""
+    head = "".join(f"<th>{h}</th>" for h in headers)
+    return f"<h3>{title}</h3>{lead}<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
 def _sanity_table(pairs: Sequence[Mapping[str, Any]]) -> str:
     srows = []
     for pair in pairs:
@@ -316,12 +325,11 @@ def _sanity_table(pairs: Sequence[Mapping[str, Any]]) -> str:
                 f"<tr><td>{_e(pair.get('model'))}</td><td>{_e(pair.get('method'))}</td><td>{_e(st.get('layer'))}</td>"
                 f"{_cell(st.get('spearman'))}{_cell(st.get('ssim'))}</tr>"
             )
-    if not srows:
-        return ""
-    return (
-        "<h3>Sanity: cascading randomisation</h3><p class='muted'>Layers randomised from the output down; "
-        "each row adds the layers up to the one named.</p><table><tr><th>model</th><th>method</th>"
-        f"<th>randomised down to</th><th>Spearman</th><th>SSIM</th></tr>{''.join(srows)}</table>"
+    return _optional_table(
+        "Sanity: cascading randomisation",
+        "Layers randomised from the output down; each row adds the layers up to the one named.",
+        ("model", "method", "randomised down to", "Spearman", "SSIM"),
+        srows,
     )
 
 
@@ -341,13 +349,12 @@ def _shortcuts_table(pairs: Sequence[Mapping[str, Any]]) -> str:
             f"<tr><td>{_e(pair.get('model'))}</td><td>{_e(pair.get('method'))}</td>{_cell(sc.get('border_share'))}"
             f'<td class="num">{_e(_num(sc.get("border_area_fraction")))}</td><td>{_e(extra or "–")}</td></tr>'
         )
-    if not shrows:
-        return ""
-    return (
-        "<h3>Shortcuts</h3><p class='muted'>Share of relevance on the border band, burned-in markers and "
-        "collimation, beside the share of the image they cover (what a uniform map would put there).</p>"
-        "<table><tr><th>model</th><th>method</th><th>border share</th><th>border area</th>"
-        f"<th>markers / collimation</th></tr>{''.join(shrows)}</table>"
+    return _optional_table(
+        "Shortcuts",
+        "Share of relevance on the border band, burned-in markers and collimation, beside the share of the image "
+        "they cover (what a uniform map would put there).",
+        ("model", "method", "border share", "border area", "markers / collimation"),
+        shrows,
     )
 
 
@@ -366,15 +373,14 @@ def _curve_error_table(pairs: Sequence[Mapping[str, Any]]) -> str:
                 )
                 + "</tr>"
             )
-    if not erows:
-        return ""
-    return (
-        "<h3>Curve error against fine curves</h3><p class='muted'>The audit's curves against 112 steps on the "
-        "pixel grid, same images: mean and max absolute difference of the curves and of their AUCs.</p>"
-        "<table><tr><th>model</th><th>method</th><th>images</th><th>deletion mean</th><th>deletion max</th>"
-        "<th>deletion AUC</th><th>insertion mean</th><th>insertion max</th><th>insertion AUC</th></tr>"
-        f"{''.join(erows)}</table>"
-    )
+    return _optional_table(
+        "Curve error against fine curves",
+        "The audit's curves against 112 steps on the pixel grid, same images: mean and max absolute difference of "
+        "the curves and of their AUCs.",
+        ("model", "method", "images", "deletion mean", "deletion max", "deletion AUC", "insertion mean",
+         "insertion max", "insertion AUC"),
+        erows,
+    )  # fmt: skip
 
 
 def _breakdowns_table(pairs: Sequence[Mapping[str, Any]]) -> str:
@@ -391,13 +397,13 @@ def _breakdowns_table(pairs: Sequence[Mapping[str, Any]]) -> str:
                     )
                     + "</tr>"
                 )
-    if not brows:
-        return ""
-    return (
-        "<h3>Breakdowns</h3><table><tr><th>model</th><th>method</th><th>by</th><th>group</th><th>images</th>"
-        "<th>deletion AUC</th><th>insertion AUC</th><th>pointing</th><th>IoU Otsu</th><th>mass in mask</th></tr>"
-        f"{''.join(brows)}</table>"
-    )
+    return _optional_table(
+        "Breakdowns",
+        None,
+        ("model", "method", "by", "group", "images", "deletion AUC", "insertion AUC", "pointing", "IoU Otsu",
+         "mass in mask"),
+        brows,
+    )  # fmt: skip
 
 
 def _example_figure(item: Mapping[str, Any], which: str, base: Path) -> str:
