@@ -40,7 +40,7 @@ from xray_xai.explain.engine import (
 from xray_xai.explain.outputs import FORMATS, Outputs
 from xray_xai.sdk.interfaces import Explainer, Explanation, Model, Problem, Record
 
-__all__ = ["FORMATS", "ExplainResult", "explain"]
+__all__ = ["FORMATS", "ExplainResult", "explain", "gather_records"]
 
 Only = Literal["all", "predicted-abnormal"]
 
@@ -171,7 +171,7 @@ def explain(
     for model in loaded:  # refuse incompatible pairs before reading a single image
         for explainer_obj in explainers.values():
             check_pair(explainer_obj, model)
-    recs, skipped, warnings = _gather(records, inputs, data, split, dataset, limit)
+    recs, skipped, warnings = gather_records(records, inputs, data, split, dataset, limit)
     labels = model_labels(loaded)
     out_dir = Path(out) if out is not None else None
     job = _Job(
@@ -214,7 +214,7 @@ def _check_options(
     return names, fmt
 
 
-def _gather(
+def gather_records(
     records: Sequence[Record] | None,
     inputs: Sequence[str | Path],
     data: str | Path | None,
@@ -222,7 +222,8 @@ def _gather(
     dataset: str | None,
     limit: int | None,
 ) -> tuple[list[Record], list[Problem], list[Problem]]:
-    """The records to explain (at most ``limit``), the paths skipped and the data set's warnings."""
+    """The records to explain (at most ``limit``), the paths skipped and the data set's warnings: the one image
+    selection of ``explain``, local or on Ray (:func:`xray_xai.scale.ray.explain_command`)."""
     skipped: list[Problem] = []
     warnings: list[Problem] = []
     if records is not None:

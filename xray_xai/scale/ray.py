@@ -446,22 +446,10 @@ def explain_command(
 ) -> dict[str, Any]:
     """``xray-xai explain --backend ray``: the same image selection as the local service, maps as Parquet shards
     under ``out/<model>/<method>/``. Returns a JSON-ready summary."""
-    from xray_xai.data.datasets import open_dataset
-    from xray_xai.data.records import records_from_paths
-    from xray_xai.errors import DataError
+    from xray_xai.explain.service import gather_records
 
-    skipped: list[Problem] = []
-    if inputs:
-        records, problems = records_from_paths(inputs)
-        skipped.extend(problems)
-    elif data is not None:
-        ds = open_dataset(data, dataset)
-        records = ds.records(split)
-        skipped.extend(ds.problems)
-    else:
-        raise DataError(None, "nothing to explain: give input images (--input) or a data set (--data)")
-    if limit is not None:
-        records = records[: max(0, int(limit))]
+    records, skipped, warnings = gather_records(None, inputs, data, split, dataset, limit)
+    skipped += warnings  # the Ray summary lists the data set's warnings with the skipped files, as before
     specs: list[str | Path | Model] = [checkpoint] if checkpoint is not None else list(models)
     init_ray(address)
     runs = []
