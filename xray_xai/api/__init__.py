@@ -36,6 +36,7 @@ from xray_xai.api._analysis import (
 )
 from xray_xai.api._data import data_summary, open_dataset, read_image_bytes, synth
 from xray_xai.api._explain import explain, explain_films, explainer_names
+from xray_xai.api._import import IMPORT_OUTPUTS, import_model, preprocessing, wrap_model
 from xray_xai.api._models import (
     PREDICTION_FIELDS,
     epoch_line,
@@ -58,6 +59,7 @@ __all__ = [
     "CLUSTER_EXPLAINER",
     "DECISION_THRESHOLD",
     "DEFAULT_METHOD",
+    "IMPORT_OUTPUTS",
     "PREDICTION_FIELDS",
     "ParamError",
     "audit",
@@ -71,6 +73,7 @@ __all__ = [
     "explainer_names",
     "extract_features",
     "format_stat",
+    "import_model",
     "list_plugins",
     "list_store",
     "load_model",
@@ -81,6 +84,7 @@ __all__ = [
     "predict",
     "predictions_csv",
     "prepare_process",
+    "preprocessing",
     "ray_unsupported",
     "read_image_bytes",
     "resolve_model",
@@ -91,6 +95,7 @@ __all__ = [
     "synth",
     "to_json",
     "train",
+    "wrap_model",
     "write_predictions",
     "write_report",
 ]

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "train:evaluate",
     "predict": "train:predict",
     "models": "train:models",
+    "import": "import_:import_",
     "explain": "explain:explain",
     "cluster": "cluster:cluster",
     "audit": "audit:audit",

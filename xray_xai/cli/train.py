@@ -346,6 +346,13 @@ def predict(
         click.echo(api.predictions_csv(rows), nl=False)
 
 
+def _source(source: Any) -> str:
+    """Where a stored model came from: ``imported from FILE (sha256 ..., ARCH)``, or ``trained`` by xray-xai."""
+    if isinstance(source, dict) and source.get("kind") == "imported":
+        return f"imported from {source.get('file')} (sha256 {str(source.get('sha256'))[:12]}, {source.get('arch')})"
+    return "trained"
+
+
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
@@ -365,13 +372,13 @@ def models(as_json: bool) -> None:
     from rich.table import Table
 
     table = Table()
-    for col in ("name", "created", "dataset", "epochs", "val accuracy", "path"):
+    for col in ("name", "created", "dataset", "epochs", "val accuracy", "source", "path"):
         table.add_column(col, overflow="fold")
     for e in entries:
         acc = (e.get("metrics") or {}).get("val_accuracy")
         table.add_row(
             e["name"], str(e.get("created") or "-"), str(e.get("dataset") or "-"), _fmt(e.get("epochs")), _fmt(acc),
-            e.get("problem") or e["path"],
+            _source(e.get("source")), e.get("problem") or e["path"],
         )  # fmt: skip
     Console().print(table)
     if not entries:

@@ -82,8 +82,9 @@ def preset(name: str, size: int | None = None) -> Preprocessing:
 
 @dataclass(frozen=True)
 class _Plan:
-    """A window of the film (rows ``top..top+win_h``, cols ``left..left+win_w``; outside the film = black padding)
-    is resized to ``out_h x out_w`` and placed at ``(oy, ox)`` on a black ``size x size`` canvas."""
+    """The film, first resized whole to ``rh x rw`` when those are given (torchvision's ``Resize`` before its
+    ``CenterCrop``), then a window of it (rows ``top..top+win_h``, cols ``left..left+win_w``; outside the film =
+    black padding) is resized to ``out_h x out_w`` and placed at ``(oy, ox)`` on a black ``size x size`` canvas."""
 
     top: int
     left: int
@@ -94,6 +95,8 @@ class _Plan:
     oy: int
     ox: int
     size: int
+    rh: int = 0  #: 0: no resize of the whole film first
+    rw: int = 0
 
     @property
     def sx(self) -> float:
@@ -109,6 +112,8 @@ def _plan(shape: Sequence[int], pre: Preprocessing) -> _Plan:
     if h < 1 or w < 1:
         raise ValueError(f"film shape must be positive, got {tuple(shape)}")
     s = int(pre.input_size)
+    if pre.mode == "center-crop" and pre.resize:
+        return _resize_then_crop(h, w, int(pre.resize), s)
     if pre.mode == "center-crop":
         c = int(pre.crop) if pre.crop else min(h, w)
         return _Plan((h - c) // 2, (w - c) // 2, c, c, s, s, 0, 0, s)
@@ -119,6 +124,18 @@ def _plan(shape: Sequence[int], pre: Preprocessing) -> _Plan:
         oh, ow = min(s, max(1, round(h * scale))), min(s, max(1, round(w * scale)))
         return _Plan(0, 0, h, w, oh, ow, (s - oh) // 2, (s - ow) // 2, s)
     raise XrayXaiError(f"unknown preprocessing mode {pre.mode!r} in preset {pre.name!r}")
+
+
+def _resize_then_crop(h: int, w: int, r: int, s: int) -> _Plan:
+    """torchvision's ``Resize(r)`` (shorter side to ``r``, the longer ``int(r * long / short)``) then
+    ``CenterCrop(s)`` (offsets ``int(round((side - s) / 2))``), with torchvision's own integer arithmetic so that the
+    same pixels are kept. We write the two lines of arithmetic ourselves because torchvision is not a dependency of
+    the data layer; ``tests/test_import.py`` checks them against torchvision."""
+    if r < s:
+        raise XrayXaiError(f"preprocessing resize {r} is smaller than the input size {s}: the crop would need padding")
+    rh, rw = (int(r * h / w), r) if w <= h else (r, int(r * w / h))
+    top, left = round((rh - s) / 2.0), round((rw - s) / 2.0)  # Python 3 round: half to even, as torchvision
+    return _Plan(top, left, s, s, s, s, 0, 0, s, rh, rw)
 
 
 def _window(arr: np.ndarray, p: _Plan) -> np.ndarray:
@@ -140,13 +157,15 @@ def _apply(arr: np.ndarray, p: _Plan, resample: str = "bilinear") -> np.ndarray:
     average, for "any overlap" masks)."""
     from PIL import Image
 
+    method = {
+        "bilinear": Image.Resampling.BILINEAR,
+        "nearest": Image.Resampling.NEAREST,
+        "box": Image.Resampling.BOX,
+    }[resample]
+    if p.rh and (p.rh, p.rw) != arr.shape:
+        arr = np.asarray(Image.fromarray(np.ascontiguousarray(arr)).resize((p.rw, p.rh), method))
     win = _window(arr, p)
     if (p.out_h, p.out_w) != win.shape:
-        method = {
-            "bilinear": Image.Resampling.BILINEAR,
-            "nearest": Image.Resampling.NEAREST,
-            "box": Image.Resampling.BOX,
-        }[resample]
         win = np.asarray(Image.fromarray(np.ascontiguousarray(win)).resize((p.out_w, p.out_h), method))
     if (p.out_h, p.out_w) == (p.size, p.size):
         return np.array(win, copy=True)
@@ -163,8 +182,16 @@ def _as_film(image: np.ndarray) -> np.ndarray:
 
 
 def geometry(image: np.ndarray, pre: Preprocessing) -> np.ndarray:
-    """The film as the model sees it: float32 ``(S, S)`` in [0, 1], cropped/resized/letterboxed, not normalised."""
-    out = _apply(_as_film(image), _plan(np.shape(image), pre))
+    """The film as the model sees it: float32 ``(S, S)`` in [0, 1], cropped/resized/letterboxed, not normalised.
+
+    ``pre.eight_bit``: rounded to 8 bits and resized in PIL's 8-bit mode, then divided by 255 in float32, which is
+    what torchvision's ``Resize`` on a PIL image followed by ``ToTensor`` computes."""
+    film = _as_film(image)
+    plan = _plan(np.shape(image), pre)
+    if getattr(pre, "eight_bit", False):
+        levels = np.round(np.clip(film, 0.0, 1.0) * 255.0).astype(np.uint8)
+        return np.asarray(_apply(levels, plan), dtype=np.float32) / np.float32(255.0)
+    out = _apply(film, plan)
     return np.clip(out, 0.0, 1.0, out=out)
 
 
@@ -189,8 +216,10 @@ def geometry_points(
     """Map ``(N, 2)`` points ``(x, y)`` in original-film pixel coordinates to model-input coordinates (not clipped)."""
     p = _plan(original_shape, pre)
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    x = (pts[:, 0] - p.left) * p.sx + p.ox
-    y = (pts[:, 1] - p.top) * p.sy + p.oy
+    fx = p.rw / float(original_shape[1]) if p.rw else 1.0  # the whole film's resize first, if the plan has one
+    fy = p.rh / float(original_shape[0]) if p.rh else 1.0
+    x = (pts[:, 0] * fx - p.left) * p.sx + p.ox
+    y = (pts[:, 1] * fy - p.top) * p.sy + p.oy
     return np.stack([x, y], axis=1)
 
 

@@ -9,7 +9,9 @@ Each checkpoint folder is written under a temporary name and renamed into place,
 half-written checkpoint that :func:`load_model` would pick as the newest.
 
 Models are rebuilt from the sidecar through the registry (``registry.models.get(name)(**config)``), so the store
-needs no plugin import and works for third-party models too. Anything that is not a ``.safetensors`` file is refused
+needs no plugin import and works for third-party models too. A model stored under a name of its own (an import,
+``xray-xai import ... --name NAME``) records the registered plugin that rebuilds it as ``plugin``; such a name is
+resolved through the store alone. Anything that is not a ``.safetensors`` file is refused
 before it is opened: ``.pt``/``.pth``/``.ckpt`` files are pickles and unpickling runs arbitrary code.
 """
 
@@ -55,6 +57,7 @@ _PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar")
 _RESERVED = (
     "format_version",
     "name",
+    "plugin",
     "class",
     "config",
     "trainable",
@@ -105,9 +108,11 @@ def save_model(model: Model, out_dir: str | Path | None = None, *, metadata: dic
     now = _dt.datetime.now(_dt.timezone.utc)
     trainable = getattr(model, "trainable_prefixes", None)
     pre = getattr(model, "preprocessing", None)
+    plugin = str(getattr(type(model), "name", "") or "")
     sidecar: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "name": name,
+        **({"plugin": plugin} if plugin and plugin != name else {}),  # a model under a name of its own (imports)
         "class": f"{type(model).__module__}:{type(model).__qualname__}",
         "config": model.config(),
         "trainable": list(trainable) if trainable is not None else None,
@@ -222,6 +227,9 @@ def resolve(name_or_path: str | Path) -> Path:
         _check_suffix(p)
         return p
     name = str(name_or_path)
+    stored = latest(name) if name and "/" not in name and not name.startswith(".") else None
+    if stored is not None and name not in registry.models:  # a name of its own, e.g. an imported model
+        return stored / WEIGHTS
     if name in registry.models:
         ckpt = latest(name)
         if ckpt is None:
@@ -279,10 +287,11 @@ def load_model(name_or_path: str | Path, *, device: str = "cpu") -> Model:
     weights = resolve(name_or_path)
     sidecar = read_sidecar(weights)
     name = str(sidecar["name"])
+    plugin = str(sidecar.get("plugin") or name)
     try:
-        cls: Any = registry.models.get(name)
+        cls: Any = registry.models.get(plugin)
     except UnknownPluginError as exc:
-        raise CheckpointError(weights, f"saved by model plugin {name!r}, which is not installed ({exc})") from None
+        raise CheckpointError(weights, f"saved by model plugin {plugin!r}, which is not installed ({exc})") from None
     expected = sidecar.get("weights_sha256")
     if expected and sha256_file(weights) != expected:
         raise CheckpointError(weights, "checksum differs from the sidecar's: truncated or modified file")
@@ -302,6 +311,8 @@ def load_model(name_or_path: str | Path, *, device: str = "cpu") -> Model:
                 model = cls(**config)
             except TypeError as exc:
                 raise CheckpointError(weights, f"sidecar config does not fit model {name!r}: {exc}") from None
+    if plugin != name:
+        model.name = name  # the instance carries its own name; the class keeps the plugin's
     if built_here:
         state = load_weights(weights)
         if isinstance(model, torch.nn.Module):
@@ -347,6 +358,7 @@ def list_store() -> list[dict[str, Any]]:
                 dataset=side.get("dataset"),
                 epochs=side.get("epochs"),
                 metrics=side.get("metrics") or {},
+                source=side.get("source"),
             )
             if not (ckpt / WEIGHTS).is_file():
                 entry["problem"] = f"{WEIGHTS} missing"

@@ -90,12 +90,21 @@ class Preprocessing:
 
     ``mode``:
       * ``"center-crop"``: centre crop of ``crop`` px (padding if the film is smaller), then resize to
-        ``input_size`` - the published DenseNet-169 MURA recipe (crop 312, resize 224);
+        ``input_size`` - the published DenseNet-169 MURA recipe (crop 312, resize 224); with ``resize`` set instead,
+        torchvision's classic evaluation transform: the shorter side resized to ``resize`` (aspect kept), then the
+        centre ``input_size`` square (``Resize(resize)`` + ``CenterCrop(input_size)``, the same integer arithmetic);
       * ``"resize"``: resize the whole film to ``input_size`` x ``input_size`` (aspect not kept);
       * ``"letterbox"``: resize the longer side to ``input_size`` and pad to a square (aspect kept).
 
     ``normalize``: ``"imagenet"`` subtracts ``mean`` and divides by ``std``; ``"minmax"`` rescales each image to
     [0, 1]; ``"none"`` leaves [0, 1] film intensities as they are.
+
+    ``eight_bit``: round the film to 8 bits and resize it in PIL's 8-bit mode, then divide by 255, as torchvision's
+    transforms do on a PIL image (``Resize`` on an ``"L"``/``"RGB"`` image, then ``ToTensor``); models trained that
+    way see bit-identical inputs. Off (the default): the film is resized as float32, with no rounding.
+
+    ``resize`` and ``eight_bit`` are left out of :meth:`to_dict` at their defaults, so the sidecars of models that do
+    not use them are unchanged.
     """
 
     name: str
@@ -106,18 +115,26 @@ class Preprocessing:
     normalize: Literal["imagenet", "minmax", "none"] = "imagenet"
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    resize: int | None = None
+    eight_bit: bool = False
 
     def resized(self, input_size: int | None) -> Preprocessing:
         """The same recipe at another input side (``None``: unchanged); a centre crop keeps its ratio to the input."""
         if input_size is None or input_size == self.input_size:
             return self
-        crop = self.crop
+        crop, resize = self.crop, self.resize
         if crop is not None:  # keep the crop/resize ratio of the recipe
             crop = round(crop * input_size / self.input_size)
-        return replace(self, input_size=int(input_size), crop=crop)
+        if resize is not None:
+            resize = round(resize * input_size / self.input_size)
+        return replace(self, input_size=int(input_size), crop=crop, resize=resize)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        for key, default in (("resize", None), ("eight_bit", False)):
+            if out[key] == default:
+                del out[key]
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Preprocessing:

@@ -37,7 +37,8 @@ def _check_preprocessing(name: str, pre: Any, image_size: int | None) -> None:
         assert len(pre.mean) == len(pre.std) == pre.channels, f"{name}: mean/std do not match {pre.channels} channels"
         assert all(s > 0 for s in pre.std), f"{name}: std must be positive"
     if pre.mode == "center-crop":
-        assert pre.crop is not None and pre.crop > 0, f"{name}: center-crop needs a crop size"
+        sizes = (pre.crop, getattr(pre, "resize", None))
+        assert any(v is not None and v > 0 for v in sizes), f"{name}: center-crop needs a crop or resize size"
     if image_size is not None:
         assert pre.input_size == image_size, f"{name}: image_size={image_size} gave input_size {pre.input_size}"
     assert Preprocessing.from_dict(pre.to_dict()) == pre, f"{name}: preprocessing does not round-trip via dict"
