@@ -27,16 +27,18 @@ def preprocessing(
     normalize: str | None = None,
     channels: int | None = None,
     eight_bit: bool | None = None,
+    exif_orientation: bool | None = None,
 ) -> Preprocessing:
     """How films become a model's input, from the import options (default: 224 px resize, ImageNet mean/std, a grey
-    film repeated on 3 channels, 8-bit resizing as torchvision's PIL transforms). torchvision equivalents:
+    film repeated on 3 channels, films as torchvision's PIL transforms see them: 8-bit resizing, EXIF orientation
+    ignored). torchvision equivalents:
     ``Resize((S, S))`` = ``mode="resize", input_size=S``; ``Resize(R) + CenterCrop(S)`` = ``mode="center-crop",
     resize=R, input_size=S``; ``Normalize(m, s)`` = ``mean=m, std=s``."""
     from xray_xai.models.importing import make_preprocessing
 
     return make_preprocessing(
         input_size=input_size, mode=mode, resize=resize, crop=crop, mean=mean, std=std, normalize=normalize,
-        channels=channels, eight_bit=eight_bit,
+        channels=channels, eight_bit=eight_bit, exif_orientation=exif_orientation,
     )  # fmt: skip
 
 

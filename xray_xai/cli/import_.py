@@ -22,7 +22,9 @@ def _floats(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
         raise click.BadParameter(f"{value!r}: expected numbers separated by commas, e.g. 0.5,0.5,0.5") from None
 
 
-_PRE_KEYS = ("input_size", "mode", "resize", "crop", "mean", "std", "normalize", "channels", "eight_bit")
+_PRE_KEYS = (
+    "input_size", "mode", "resize", "crop", "mean", "std", "normalize", "channels", "eight_bit", "exif_orientation",
+)  # fmt: skip
 
 
 @click.command(name="import")
@@ -57,6 +59,9 @@ _PRE_KEYS = ("input_size", "mode", "resize", "crop", "mean", "std", "normalize",
 )
 @click.option("--eight-bit/--float-resize", "eight_bit", default=None,
               help="Resize films in 8 bits as torchvision's PIL transforms do (default), or in float32.")  # fmt: skip
+@click.option("--exif-orientation/--stored-orientation", "exif_orientation", default=None,
+              help="Turn films upright by their EXIF tag, or keep pixels as stored as PIL's Image.open does "
+                   "(default).")  # fmt: skip
 @click.option("--target-layer", help="Module for CAM methods (default: the last feature map, found automatically).")
 @click.option("--trained-on", help="The data set the model was trained on, recorded as its provenance (e.g. mura).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),

@@ -126,16 +126,17 @@ class Film(NamedTuple):
     warning: Problem | None = None
 
 
-def read_film(path: str | Path, *, strict: bool = False) -> Film:
+def read_film(path: str | Path, *, strict: bool = False, orient: bool = True) -> Film:
     """Decode the film at ``path`` (see the module docstring), or raise :class:`ImageError` naming it.
 
     A JPEG/PNG whose stream ends early is kept when at least :data:`~xray_xai.data.damaged.MIN_ROWS_DECODED` of its
     rows are in the file (the rest black); ``Film.warning`` then says so, e.g. ``IMG0004256.jpg: JPEG stream ends
     early (no end marker), 414 of 454 rows decoded (91.2 %), the last 40 black: kept``. With ``strict=True`` any such
-    film is refused.
+    film is refused. ``orient=False`` keeps the pixels as stored, ignoring an EXIF orientation tag (what PIL's
+    ``Image.open`` and so torchvision's transforms do; a model trained that way sees its films so).
     """
     with _open_source(path) as fh:
-        return _film(_decode(fh, str(path), Path(path).suffix.lower(), strict), str(path))
+        return _film(_decode(fh, str(path), Path(path).suffix.lower(), strict, orient), str(path))
 
 
 def read_film_bytes(data: bytes, name: str = "upload", *, strict: bool = False) -> Film:
@@ -144,12 +145,12 @@ def read_film_bytes(data: bytes, name: str = "upload", *, strict: bool = False) 
     return _film(_decode(io.BytesIO(bytes(data)), name, Path(name).suffix.lower(), strict), name)
 
 
-def read_image(path: str | Path, *, strict: bool = False) -> np.ndarray:
+def read_image(path: str | Path, *, strict: bool = False, orient: bool = True) -> np.ndarray:
     """Decode the film at ``path`` to float32 ``(H, W)`` in [0, 1], or raise :class:`ImageError` naming it.
 
     A film kept despite damage (see :func:`read_film`) also issues a :class:`DamagedImageWarning`.
     """
-    return _warned(read_film(path, strict=strict))
+    return _warned(read_film(path, strict=strict, orient=orient))
 
 
 def read_image_bytes(data: bytes, name: str = "upload", *, strict: bool = False) -> np.ndarray:
@@ -265,13 +266,15 @@ def _oneline(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _decode(fh: IO[bytes], name: str, suffix: str, strict: bool = False) -> tuple[np.ndarray, Damage | None]:
+def _decode(
+    fh: IO[bytes], name: str, suffix: str, strict: bool = False, orient: bool = True
+) -> tuple[np.ndarray, Damage | None]:
     head = _read_head(fh, name)
     damage = None
     if _looks_dicom(head, suffix):
         arr = _decode_dicom(fh, name, force=not _is_dicom_head(head))
     else:
-        arr, damage = _decode_pil(fh, name, strict)
+        arr, damage = _decode_pil(fh, name, strict, orient)
     arr = np.nan_to_num(np.asarray(arr, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
     return np.ascontiguousarray(np.clip(arr, 0.0, 1.0, out=arr)), damage
 
@@ -348,7 +351,9 @@ def _exif_orientation(img: PILImage.Image) -> int:
         return 1
 
 
-def _decode_pil(fh: IO[bytes], name: str, strict: bool = False) -> tuple[np.ndarray, Damage | None]:
+def _decode_pil(
+    fh: IO[bytes], name: str, strict: bool = False, orient: bool = True
+) -> tuple[np.ndarray, Damage | None]:
     import warnings
 
     from PIL import ImageOps
@@ -365,7 +370,7 @@ def _decode_pil(fh: IO[bytes], name: str, strict: bool = False) -> tuple[np.ndar
                     raise
                 img, damage = _salvage(fh, name, exc, strict)
                 opened.append(img)
-            if _exif_orientation(img) != 1:
+            if orient and _exif_orientation(img) != 1:
                 img = ImageOps.exif_transpose(img)
             return _pil_to_gray(img), damage
     except ImageError:

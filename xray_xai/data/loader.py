@@ -46,7 +46,8 @@ def load_batch(paths: Iterable[str | Path], pre: Preprocessing, *, strict: bool 
     despite damage issues a :class:`~xray_xai.data.images.DamagedImageWarning` (refused with ``strict``)."""
     import torch
 
-    tensors = [to_tensor(read_image(p, strict=strict), pre) for p in paths]
+    orient = getattr(pre, "exif_orientation", True)
+    tensors = [to_tensor(read_image(p, strict=strict, orient=orient), pre) for p in paths]
     if not tensors:
         return torch.zeros((0, int(pre.channels), int(pre.input_size), int(pre.input_size)))
     return torch.stack(tensors)
@@ -153,7 +154,7 @@ class RecordDataset(_DatasetBase):
         warning = None
         if film is None:
             try:
-                film, warning = read_film(rec.path, strict=self.strict)
+                film, warning = read_film(rec.path, strict=self.strict, orient=self.pre.exif_orientation)
                 film = geometry(film, self.pre)
             except ImageError as exc:
                 prob = Problem(str(rec.path), exc.problem)

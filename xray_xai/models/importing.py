@@ -215,18 +215,20 @@ def make_preprocessing(
     normalize: str | None = None,
     channels: int | None = None,
     eight_bit: bool | None = None,
+    exif_orientation: bool | None = None,
 ) -> Preprocessing:
-    """A :class:`Preprocessing` from import options over ``base`` (default: 224 px resize, ImageNet statistics, 8-bit
-    resizing as torchvision's PIL transforms do); checks that the options fit together."""
+    """A :class:`Preprocessing` from import options over ``base`` (default: 224 px resize, ImageNet statistics, films
+    as torchvision's PIL transforms see them: 8-bit resizing, EXIF orientation ignored); checks the options fit."""
     from dataclasses import replace
 
     from xray_xai.sdk.interfaces import Preprocessing
 
-    pre = base or Preprocessing(name="imported", eight_bit=True)
+    pre = base or Preprocessing(name="imported", eight_bit=True, exif_orientation=False)
     pre = pre.resized(input_size)
     changes: dict[str, Any] = {}
-    for key, value in (("mode", mode), ("resize", resize), ("crop", crop), ("normalize", normalize),
-                       ("channels", channels), ("eight_bit", eight_bit)):  # fmt: skip
+    options = {"mode": mode, "resize": resize, "crop": crop, "normalize": normalize, "channels": channels,
+               "eight_bit": eight_bit, "exif_orientation": exif_orientation}  # fmt: skip
+    for key, value in options.items():
         if value is not None:
             changes[key] = value
     pre = replace(pre, **changes)

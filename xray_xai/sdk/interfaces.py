@@ -103,8 +103,12 @@ class Preprocessing:
     transforms do on a PIL image (``Resize`` on an ``"L"``/``"RGB"`` image, then ``ToTensor``); models trained that
     way see bit-identical inputs. Off (the default): the film is resized as float32, with no rounding.
 
-    ``resize`` and ``eight_bit`` are left out of :meth:`to_dict` at their defaults, so the sidecars of models that do
-    not use them are unchanged.
+    ``exif_orientation``: turn films upright by their EXIF orientation tag (the default, as viewers show them); off:
+    pixels as stored, as PIL's ``Image.open`` gives them to torchvision (honoured where films are read for one model:
+    ``evaluate``, ``predict``, ``train``; ``explain``, ``audit`` and the web page read each film once, upright).
+
+    ``resize``, ``eight_bit`` and ``exif_orientation`` are left out of :meth:`to_dict` at their defaults, so the
+    sidecars of models that do not use them are unchanged.
     """
 
     name: str
@@ -117,6 +121,7 @@ class Preprocessing:
     std: tuple[float, ...] = IMAGENET_STD
     resize: int | None = None
     eight_bit: bool = False
+    exif_orientation: bool = True
 
     def resized(self, input_size: int | None) -> Preprocessing:
         """The same recipe at another input side (``None``: unchanged); a centre crop keeps its ratio to the input."""
@@ -131,7 +136,7 @@ class Preprocessing:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for key, default in (("resize", None), ("eight_bit", False)):
+        for key, default in (("resize", None), ("eight_bit", False), ("exif_orientation", True)):
             if out[key] == default:
                 del out[key]
         return out
