@@ -355,3 +355,9 @@ def test_preprocessing_is_torchvision_bit_for_bit(tmp_path: Path, rgb: bool) -> 
         assert torch.equal(to_tensor(read_image(path), pre), tf(pil))
     float_pre = api.preprocessing(input_size=50, eight_bit=False)
     assert not torch.equal(to_tensor(read_image(path), float_pre), cases[1][1](pil))  # the option matters
+
+
+def test_import_help_has_an_example() -> None:
+    res = CliRunner().invoke(main, ["import", "--help"])
+    assert res.exit_code == 0 and "Example:" in res.output and "xray-xai import" in res.output
+    assert "--arch-option" in res.output and "--stored-orientation" in res.output
