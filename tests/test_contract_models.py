@@ -14,6 +14,7 @@ from xray_xai.testing.models import check_model
 #: models expected to fail the contract here, each with the reason and the error they fail with
 EXPECTED_FAILURES: dict[str, tuple[str, type[Exception]]] = {
     "nasnet-mobile": ("timm has no NASNet-Mobile; the plugin says so on construction", PluginError),
+    "imported": ("built by `xray-xai import` from a file's architecture, never alone", PluginError),
 }
 
 

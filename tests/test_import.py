@@ -361,3 +361,21 @@ def test_import_help_has_an_example() -> None:
     res = CliRunner().invoke(main, ["import", "--help"])
     assert res.exit_code == 0 and "Example:" in res.output and "xray-xai import" in res.output
     assert "--arch-option" in res.output and "--stored-orientation" in res.output
+
+
+def test_a_registered_plugin_architecture_round_trips(tmp_path: Path) -> None:
+    """``--arch cnn-small``: the plugin's own architecture, with its options, from a DataParallel state dict."""
+    torch.manual_seed(8)
+    theirs = registry.models.get("cnn-small")(image_size=32, hidden=[8])
+    theirs.eval()
+    path = tmp_path / "cnn.pth"
+    torch.save(nn.DataParallel(theirs).state_dict(), path)  # type: ignore[arg-type]
+    result = api.import_model(path, "cnn-small", "my-cnn", arch_options={"image_size": 32, "hidden": [8]})
+    assert result.prefix_stripped == "module."
+    model = api.load_model("my-cnn")
+    assert model.name == "my-cnn" and type(model).name == "cnn-small" and model.preprocessing == theirs.preprocessing
+    x = torch.randn(2, theirs.preprocessing.channels, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), theirs(x))  # type: ignore[operator]
+    with pytest.raises(PluginError, match="outputs a logit by contract"):
+        api.import_model(path, "cnn-small", "my-cnn2", output="probability")
