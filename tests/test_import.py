@@ -323,6 +323,10 @@ def test_wrap_model_measures_whether_cam_applies() -> None:
     dense = torchvision.models.densenet121(num_classes=1)  # ReLU after "features" is functional: CAM applies it
     model = api.wrap_model(dense, preprocessing=api.preprocessing(input_size=64))
     assert model.target_layer == "backbone.features" and model.tags.has_linear_head
+    from xray_xai.sdk.layers import resolve_layer, stage_layers
+
+    assert "backbone.features.denseblock3" in stage_layers(model)  # layer-wise methods see the dense blocks
+    assert resolve_layer(model, "features.denseblock3") == "backbone.features.denseblock3"  # the user's own name
 
     mlp = ToyNet()
     mlp.fc = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 1))  # type: ignore[assignment]

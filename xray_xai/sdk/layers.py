@@ -58,14 +58,15 @@ def resolve_layer(model: nn.Module, name: str) -> str:
 
 
 def stage_layers(model: nn.Module) -> list[str]:
-    """Candidate stages, in definition order: the trunk's (``backbone``) children, a block list expanded into its
-    blocks; a model without a ``backbone`` offers its own children, each ``Sequential`` expanded one level."""
+    """Candidate stages, in definition order: the trunk's (``backbone``) children, a block list (``blocks``,
+    ``stages``, ``layers``, or the ``features`` of a wrapped torchvision network) expanded into its blocks; a model
+    without a ``backbone`` offers its own children, each ``Sequential`` expanded one level."""
     backbone = getattr(model, "backbone", None)
     root, prefix = (backbone, "backbone.") if isinstance(backbone, nn.Module) else (model, "")
     names: list[str] = []
     for child_name, child in root.named_children():
         expand = isinstance(child, nn.Sequential | nn.ModuleList) and (
-            not prefix or child_name in ("blocks", "stages", "layers")
+            not prefix or child_name in ("blocks", "stages", "layers", "features")
         )
         if expand:
             names += [f"{prefix}{child_name}.{n}" for n, _ in child.named_children()]
