@@ -182,3 +182,20 @@ def test_ensemble200_trains_reloads_and_explains_per_member(phantoms: Path, tmp_
     disagreement = np.load(next(folder.glob("*.disagreement.npy")))
     np.testing.assert_allclose(disagreement, np.stack(members).std(axis=0), atol=1e-6)
     assert next(folder.glob("*.members.png")).is_file()
+
+
+def test_ensemble200_from_members_trained_elsewhere(phantoms: Path) -> None:
+    """``--members``: one stored model of each architecture (any order) is scored and saved, nothing is trained."""
+    from xray_xai import api
+    from xray_xai.models.store import save_model
+
+    torch.manual_seed(0)
+    built = {name: xray_xai.get_model(name)(image_size=32) for name in ("nasnet-mobile", "densenet201", "mobilenet-v1")}
+    paths = [str(save_model(model, metadata={})) for model in built.values()]
+    res = api.train("ensemble200", phantoms, members=",".join(paths), progress=False)
+    ensemble: Any = api.load_model(res.checkpoint)
+    assert ensemble.member_names == ["nasnet-mobile", "densenet201", "mobilenet-v1"]
+    assert [str(Path(m.checkpoint_path).parent) for m in ensemble.members] == paths
+    assert not list(res.run_dir.glob("member-*"))
+    with pytest.raises(PluginError, match="one each of"):
+        api.train("ensemble200", phantoms, members=f"{paths[0]},{paths[0]},{paths[2]}", progress=False)

@@ -146,18 +146,20 @@ def train_ensemble(
 
     cls: Any = models.get(model_name)
     preset = tuple(getattr(cls, "preset_members", ()))
-    if preset and cfg.model_options.get("members") is None:
+    trains_preset = bool(preset) and cfg.model_options.get("members") is None
+    if trains_preset:
         _check_preset(preset, cfg)
+    else:  # members are checked and loaded before any data is read
+        names = _member_list(cfg.model_options.get("members"))
+        loaded = [load_model(m) for m in names]
     ds_name, train_recs, val_recs = open_splits(data_root, dataset, None, cfg.max_images, cfg.seed, dataset_options)
     fingerprint = split_fingerprint(train_recs, val_recs)
     run_dir = Path(out_dir) if out_dir is not None else default_run_dir(model_name, fingerprint, cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     run_options = {"dataset": dataset, "dataset_options": dataset_options, "progress": progress}
-    if preset and cfg.model_options.get("members") is None:
+    if trains_preset:
         names = _train_preset(preset, data_root, cfg, run_dir, run_options, on_epoch)
-    else:
-        names = _member_list(cfg.model_options.get("members"))
-    loaded = [load_model(m) for m in names]
+        loaded = [load_model(m) for m in names]
 
     t0 = time.perf_counter()
     history: list[dict[str, Any]] = []
