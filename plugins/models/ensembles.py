@@ -13,6 +13,10 @@ Design choices (documented because explainers and the store rely on them):
   that the store hands it (a plugin never imports the store). Members given by name or path to the constructor
   need such a loader too (``load_member=xray_xai.api.load_model``); Model instances need none.
 
+``ensemble200`` is the published MURA ensemble as a preset: ``ensemble-mean`` of exactly one ``densenet201``, one
+``mobilenet-v1`` and one ``nasnet-mobile`` (``preset_members``; the trainer trains the three when no members are
+given). All three take 224 px films with ImageNet statistics, so they share one preprocessing.
+
 The "Res+Dense" rule of the literature (abnormal iff p_resnet + p_densenet >= 1) is exactly the mean rule at
 threshold 0.5 for two members: (p1 + p2) / 2 >= 0.5  <=>  p1 + p2 >= 1.
 """
@@ -29,7 +33,7 @@ from xray_xai.sdk import Model, Preprocessing, Tags
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["EnsembleCalibrated", "EnsembleMean", "select_region_learners"]
+__all__ = ["Ensemble200", "EnsembleCalibrated", "EnsembleMean", "select_region_learners"]
 
 
 def _same_preprocessing(a: Preprocessing, b: Preprocessing) -> bool:
@@ -256,3 +260,37 @@ class EnsembleCalibrated(EnsembleMean):
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "routes": dict(self.route_names)}
+
+
+class Ensemble200(EnsembleMean):
+    """The published MURA ensemble: DenseNet-201 + MobileNet(-V1) + NASNet-A Mobile, mean of probabilities.
+
+    Built from trained members, one of each architecture in ``preset_members`` (any order); ``xray-xai train
+    --model ensemble200`` trains the three with one recipe and builds it.
+    """
+
+    name: ClassVar[str] = "ensemble200"
+    description: ClassVar[str] = "DenseNet-201 + MobileNet-V1 + NASNet-A Mobile, mean of probabilities (MURA)"
+    tags: ClassVar[Tags] = Tags(ensemble=True)
+    #: the member architectures (model plugin names), trained by ``xray-xai train --model ensemble200``
+    preset_members: ClassVar[tuple[str, ...]] = ("densenet201", "mobilenet-v1", "nasnet-mobile")
+
+    def __init__(
+        self,
+        members: Sequence[Any] = (),
+        member_names: Sequence[str] | None = None,
+        *,
+        load_member: MemberLoader | None = None,
+        **options: Any,
+    ) -> None:
+        wanted = ", ".join(self.preset_members)
+        if len(members) == 0:
+            raise PluginError(
+                f"{self.name}: needs its trained members ({wanted}); `xray-xai train --model {self.name}` trains them"
+            )
+        super().__init__(members, member_names, load_member=load_member, **options)
+        found = [m.name for m in self.members]
+        if sorted(found) != sorted(self.preset_members):
+            raise PluginError(f"{self.name}: members must be one each of {wanted}; got {', '.join(found)}")
+        if member_names is None:  # name the members by architecture, not by checkpoint path
+            self.member_names = found

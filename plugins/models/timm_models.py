@@ -1,11 +1,18 @@
-"""Xception (and a NASNet-Mobile placeholder) through timm, with one logit.
+"""Xception and MobileNet-V1 through timm, with one logit.
 
 * ``xception`` is timm's ``legacy_xception``: Chollet's original Xception (the Keras ImageNet weights ported by
   Cadene), unlike timm's ``xception41/65/71`` which are the deeper DeepLab variants. Input 299 px, mean/std 0.5.
   ``target_layer = "backbone.act4"``: the post-ReLU 2048 x h x w map after the last separable conv.
-* ``nasnet-mobile``: timm (checked with 1.0) ships only NASNet-A *Large* (``nasnetalarge``), whose cell count is
-  fixed; there is no NASNet-Mobile. The plugin is registered so that it is listed, and raises
-  :class:`~xray_xai.errors.PluginError` when constructed.
+* ``mobilenet-v1`` is timm's ``mobilenetv1_100`` (Howard et al. 2017, width 1.0: the MobileNet of Keras and of
+  the published MURA ensemble ``ensemble200``). It takes ImageNet-normalised input, like ``densenet201`` and
+  ``nasnet-mobile``, so that the three share one preprocessing in ``ensemble200``; timm's ImageNet weights were
+  trained on input normalised with mean = std = 0.5, so the model first maps its input to that scale (a fixed
+  affine map, exact, no weights). ``target_layer = "backbone.blocks.4.1.bn2"``: the last depthwise-separable
+  block's BatchNorm + ReLU6, the 1024 x h x w map that is pooled (timm's ``conv_head`` and ``bn2`` are identities
+  for this model).
+
+``nasnet-mobile`` (timm has only NASNet-A Large) is our own implementation in :mod:`.nasnet`; ``NasNetMobile`` is
+imported here too because installs made before it moved point their entry point at this module.
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ import torch
 from xray_xai.errors import PluginError
 from xray_xai.sdk import BackboneModel, Preprocessing, Tags
 
-__all__ = ["NasNetMobile", "TimmModel", "Xception"]
+from .nasnet import NasNetMobile
+
+__all__ = ["MobileNetV1", "NasNetMobile", "TimmModel", "Xception"]
 
 _TAGS = Tags(differentiable=True, has_linear_head=True, has_target_layer=True, pretrained_available=True)
 
@@ -66,21 +75,26 @@ class Xception(TimmModel):
     pretrained_source = "timm legacy_xception.tf_in1k (xception-43020ad28.pth)"
 
 
-class NasNetMobile(TimmModel):
-    """NASNet-Mobile: not available (timm has only NASNet-A Large); construction raises PluginError."""
+class MobileNetV1(TimmModel):
+    """MobileNet-V1, width 1.0 (timm ``mobilenetv1_100``), every parameter trained; ImageNet-normalised input."""
 
-    name = "nasnet-mobile"
-    description = "NASNet-Mobile - unavailable: timm ships only nasnetalarge"
-    arch = "nasnetamobile"
-    tags: ClassVar[Tags] = Tags(differentiable=True, has_linear_head=True, has_target_layer=True)
-    target_layer = "backbone.act_final"
+    name = "mobilenet-v1"
+    description = "MobileNet-V1 1.0 (timm mobilenetv1_100), all layers trained"
+    arch = "mobilenetv1_100"
+    default_preprocessing: ClassVar[Preprocessing] = Preprocessing(
+        name="resize-224-imagenet", input_size=224, mode="resize"
+    )
+    target_layer = "backbone.blocks.4.1.bn2"
+    pretrained_source = "timm mobilenetv1_100.ra4_e3600_r224_in1k (Hugging Face timm/mobilenetv1_100...)"
 
-    def __init__(self, **options: Any) -> None:
-        import timm
+    def __init__(self, *, pretrained: bool = False, **options: Any) -> None:
+        super().__init__(pretrained=pretrained, **options)
+        pre = self.preprocessing
+        # ImageNet-normalised x -> (pixel - 0.5) / 0.5, the scale timm's weights were trained on: x * a + b
+        mean = torch.tensor(pre.mean if pre.normalize == "imagenet" else (0.5,) * pre.channels)
+        std = torch.tensor(pre.std if pre.normalize == "imagenet" else (0.5,) * pre.channels)
+        self.register_buffer("input_scale", (std / 0.5).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("input_shift", ((mean - 0.5) / 0.5).view(1, -1, 1, 1), persistent=False)
 
-        if self.arch not in timm.list_models(self.arch):
-            raise PluginError(
-                f"model 'nasnet-mobile' is not available: timm {timm.__version__} has no NASNet-Mobile "
-                "(only 'nasnetalarge'); use 'mobilenet-v2' or 'efficientnet-lite0' instead"
-            )
-        super().__init__(**options)  # pragma: no cover - only with a timm that has it
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_features(x * self.input_scale + self.input_shift)  # type: ignore[operator]

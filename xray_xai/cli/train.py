@@ -59,7 +59,10 @@ def _fmt(v: Any) -> str:
 @click.option("--hidden", help="Hidden layer sizes of the head, e.g. 512,256 ('none': linear head, CAM applies).")
 @click.option("--dropout", type=float, help="Dropout of the head.")
 @click.option("--init", "init", type=click.Choice(["he", "xavier"]), help="Initialisation of the head.")
-@click.option("--members", help="Ensemble members: trained model names or checkpoint paths, comma-separated.")
+@click.option(
+    "--members",
+    help="Ensemble members: trained model names or checkpoint paths, comma-separated (ensemble200: trains its own).",
+)
 @click.option("--max-images", type=click.IntRange(min=1), help="Use at most N images per split (quick runs).")
 @click.option(
     "--augment",
@@ -116,13 +119,15 @@ def train(
 
     Defaults are the published DenseNet-169 MURA recipe: SGD lr 1e-3 momentum 0.9, BCE, LR / 10 on a 5-epoch
     validation-loss plateau, early stop after --early-stop epochs without better validation accuracy. The run
-    folder holds history.csv, curves.png, skipped.csv and a resumable last.pt. Ensembles need --members.
+    folder holds history.csv, curves.png, skipped.csv and a resumable last.pt. Ensembles need --members, except
+    ensemble200 (DenseNet-201 + MobileNet-V1 + NASNet-Mobile), which trains its three members with this recipe.
 
     \b
     Example:
       xray-xai synth phantoms --n-studies 60 --seed 0
       xray-xai train --model cnn-small --data phantoms --epochs 5 --image-size 64
       xray-xai train --model ensemble-mean --members cnn-small,convnet --data phantoms
+      xray-xai train --model ensemble200 --data phantoms --epochs 1 --image-size 64
       xray-xai train --model efficientnet-lite0 --data fracatlas --optimizer adamw \\
         --schedule cosine --monitor auroc --augment light --loss weighted-bce --epochs 6
     """

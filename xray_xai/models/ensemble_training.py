@@ -1,5 +1,7 @@
 """Training an ensemble: ``ensemble-mean`` stores its member list, ``ensemble-calibrated`` fine-tunes a member per
-region (no new architecture; the members are trained models or checkpoint paths)."""
+region (no new architecture; the members are trained models or checkpoint paths), and a preset (``ensemble200``: a
+plugin with ``preset_members``) trains its member architectures with the run's recipe first, unless trained members
+are given."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from xray_xai.sdk.interfaces import Problem, Record
 
 __all__ = ["ENSEMBLES", "train_ensemble"]
 
-ENSEMBLES = ("ensemble-mean", "ensemble-calibrated")
+ENSEMBLES = ("ensemble-mean", "ensemble-calibrated", "ensemble200")
 
 
 def _member_list(members: Any) -> list[str]:
@@ -28,6 +30,49 @@ def _member_list(members: Any) -> list[str]:
     if len(out) < 2:
         raise PluginError(f"an ensemble needs at least two members, got {out}")
     return out
+
+
+def _check_preset(preset: tuple[str, ...], cfg: TrainConfig) -> None:
+    """Refuse, before any data is read, a recipe a preset's member cannot take: ``--pretrained`` for a member
+    architecture without ImageNet weights."""
+    from xray_xai.sdk.registry import models
+
+    if cfg.pretrained:
+        lacking = [name for name in preset if not models.get(name).tags.pretrained_available]
+        if lacking:
+            raise PluginError(
+                f"--pretrained: member {', '.join(lacking)} has no pretrained weights; train without it, or train "
+                "the members yourself and pass them with --members"
+            )
+
+
+def _train_preset(
+    preset: tuple[str, ...],
+    data_root: str | Path,
+    cfg: TrainConfig,
+    run_dir: Path,
+    run_options: dict[str, Any],
+    on_epoch: EpochCallback | None,
+) -> list[str]:
+    """Train each architecture of a preset ensemble with the run's recipe (its own run folder under
+    ``<run>/member-<name>``, saved to the store); their checkpoints, in order. A recipe a member cannot take
+    (``--pretrained`` for a model without ImageNet weights) is refused before any training starts."""
+    from xray_xai.models.training import train
+
+    member_options = {k: v for k, v in cfg.model_options.items() if k != "members"}
+    checkpoints = []
+    for name in preset:
+
+        def tagged(row: dict[str, Any], member: str = name) -> None:
+            if on_epoch is not None:
+                on_epoch({"member": member, **row})
+
+        res = train(
+            name, data_root, cfg.replace(model_options=member_options), out_dir=run_dir / f"member-{name}",
+            save=True, on_epoch=tagged, **run_options,
+        )  # fmt: skip
+        checkpoints.append(str(res.checkpoint))
+    return checkpoints
 
 
 def _calibrate(
@@ -90,27 +135,40 @@ def train_ensemble(
 
     ``ensemble-calibrated``: pick each region's best member on val (the plugin's ``select`` rule), fine-tune it on
     that region's training images starting from its overall weights, and save the routing table.
+
+    A preset (``ensemble200``) without ``members``: train each of its ``preset_members`` with ``cfg`` (each saved
+    to the store even when ``save`` is False: the ensemble is their list), then as ``ensemble-mean``.
     """
     from xray_xai.models.evaluation import predict_records
     from xray_xai.models.metrics import binary_metrics
     from xray_xai.models.store import load_model
     from xray_xai.sdk.registry import models
 
-    names = _member_list(cfg.model_options.get("members"))
-    loaded = [load_model(m) for m in names]
+    cls: Any = models.get(model_name)
+    preset = tuple(getattr(cls, "preset_members", ()))
+    trains_preset = bool(preset) and cfg.model_options.get("members") is None
+    if trains_preset:
+        _check_preset(preset, cfg)
+    else:  # members are checked and loaded before any data is read
+        names = _member_list(cfg.model_options.get("members"))
+        loaded = [load_model(m) for m in names]
     ds_name, train_recs, val_recs = open_splits(data_root, dataset, None, cfg.max_images, cfg.seed, dataset_options)
     fingerprint = split_fingerprint(train_recs, val_recs)
     run_dir = Path(out_dir) if out_dir is not None else default_run_dir(model_name, fingerprint, cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    cls: Any = models.get(model_name)
+    run_options = {"dataset": dataset, "dataset_options": dataset_options, "progress": progress}
+    if trains_preset:
+        names = _train_preset(preset, data_root, cfg, run_dir, run_options, on_epoch)
+        loaded = [load_model(m) for m in names]
 
     t0 = time.perf_counter()
     history: list[dict[str, Any]] = []
     skipped: list[Problem] = []
     if model_name == "ensemble-calibrated":
-        run_options = {"dataset": dataset, "dataset_options": dataset_options, "progress": progress}
         routes, history, skipped = _calibrate(cls, names, loaded, val_recs, data_root, cfg, run_dir, run_options)
         ensemble = cls(members=loaded, member_names=names, routes=routes, load_member=load_model)
+    elif preset:  # members named by architecture (their checkpoints are in the sidecar's member list)
+        ensemble = cls(members=loaded)
     else:
         ensemble = cls(members=loaded, member_names=names)
     kept, probs, bad = predict_records(ensemble, val_recs, batch_size=cfg.batch_size, device=cfg.device)
