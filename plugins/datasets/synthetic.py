@@ -336,7 +336,8 @@ class SyntheticDataset(MuraDataset):
         if out.is_dir() and any(out.iterdir()):
             if not overwrite:
                 raise DataError(
-                    out, "folder is not empty; choose another, or replace an earlier synthetic data set there with "
+                    out,
+                    "folder is not empty; choose another, or replace an earlier synthetic data set there with "
                     "--overwrite (Python: overwrite=True)",
                 )
             if not (out / MURA_FOLDER / SIDECAR).is_file():
