@@ -312,29 +312,42 @@ def audit_records(
     }
     skipped: list[Problem] = []
     warned: list[Problem] = []
-    n_pairs = len(models) * len(methods)
-    with ticker(n_pairs * len(records), "auditing", enabled=progress, unit="images") as bar:
+    with ticker(len(models) * len(methods) * len(records), "auditing", enabled=progress, unit="images") as bar:
         for m_index, given in enumerate(models):
             model = _load(given)
             label = _model_label(model, given, result["models"])
-            pre = model.preprocessing
-            if pre not in cache:
-                bar.describe(f"{label}: reading films")
-                cache[pre] = prepare_inputs(records, pre, strict=strict)
-            _note_skipped(cache[pre], skipped, warned, result)
-            bar.describe(f"{label}: predicting, controls")
-            ctx = model_context(model, cache[pre], s)
+            ctx = _context(model, label, records, cache, s, strict, bar)
+            _note_skipped(ctx.inputs, skipped, warned, result)
             block = result["models"][label] = _model_block(model, label, ctx, s)
             # the films this model reads (unreadable ones skipped), for the pairs left
             bar.set_total(bar.done + (len(models) - m_index) * len(methods) * len(ctx.inputs.images))
             for method in methods:
-                pair_bar = _PairProgress(bar, f"{label} x {method}", len(ctx.inputs.images), s)
-                pair = _audit_pair(ctx, model, label, method, options.get(method, {}), block, s, out_path, pair_bar)
-                pair_bar.finish()
-                result["pairs"].append(pair)
+                shown = _PairProgress(bar, f"{label} x {method}", len(ctx.inputs.images), s)
+                result["pairs"].append(
+                    _audit_pair(ctx, model, label, method, options.get(method, {}), block, s, out_path, shown)
+                )
+                shown.finish()
     if out_path is not None:
         result["skipped_csv"] = str(write_skipped_csv(out_path / "skipped.csv", skipped, warnings=warned))
     return result
+
+
+def _context(
+    model: Model,
+    label: str,
+    records: Sequence[Record],
+    cache: dict[Preprocessing, AuditInputs],
+    s: AuditSettings,
+    strict: bool,
+    bar: Ticker,
+) -> ModelContext:
+    """The films at ``model``'s geometry (read once per distinct preprocessing) and its predictions on them."""
+    pre = model.preprocessing
+    if pre not in cache:
+        bar.describe(f"{label}: reading films")
+        cache[pre] = prepare_inputs(records, pre, strict=strict)
+    bar.describe(f"{label}: predicting, controls")
+    return model_context(model, cache[pre], s)
 
 
 def _split_records(
