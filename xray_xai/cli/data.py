@@ -41,10 +41,10 @@ def _options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
 )
 @click.option(
     "--image-size",
-    type=click.IntRange(min=64, max=1024),  # the synthetic generator's range (tests/test_synthetic.py checks it)
+    type=click.IntRange(min=1),  # the generator checks its own range (built-in: 64-1024), so another one may differ
     default=None,
-    help="Longer side of each film in pixels (default 256); the other side is 72-100% of it, as films are not "
-    "square (portrait; shoulders half landscape).",
+    help="Longer side of each film in pixels (built-in generator: 64-1024, default 256); films are not square: the "
+    "other side is 72-100% of it (portrait; shoulders half landscape).",
 )
 @click.option(
     "--regions",
