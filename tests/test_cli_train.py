@@ -133,6 +133,6 @@ def test_train_logs_each_epoch_as_it_ends_with_a_readable_lr(tmp_path: Path, mon
          "adam", "--lr", "5e-4", "--out", str(tmp_path / "run")],
     )  # fmt: skip
     assert res.exit_code != 0 and "disk gone in epoch 2" in res.stderr
-    lines = [line for line in res.stderr.splitlines() if line.startswith("epoch=")]
+    lines = [line for line in res.stdout.splitlines() if line.startswith("epoch=")]
     assert len(lines) == 1 and lines[0].startswith("epoch=1  ")
     assert re.search(r"  lr=5\.00e-04  ", lines[0]), lines[0]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from xray_xai.cli import main
@@ -77,3 +79,66 @@ def test_demo_refuses_a_foreign_non_empty_folder(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path), "--quick"])
     assert result.exit_code == 1
     assert "not empty" in result.stderr and (tmp_path / "mine.txt").exists()
+
+
+def test_quick_demo_keeps_its_models_out_of_the_store(tmp_path: Path, monkeypatch: Any) -> None:
+    """Issue 20, finding 5: ``demo --quick`` stored its tiny models, which then became the newest ``densenet-full``.
+    The command line asks for them in OUT/models (and names them by folder); the full demo still stores them."""
+    import xray_xai.demo as demo_module
+
+    seen: dict[str, Any] = {}
+
+    def fake_demo(out: Any, *, config: Any, progress: bool, log: Any, store: bool) -> dict[str, Any]:
+        seen.update(config=config, store=store)
+        folder = Path(out) / "models" if not store else Path("/store")
+        return {
+            "out": str(out), "report": str(Path(out) / "report" / "report.html"), "total_seconds": 1.0,
+            "models": {"efficientnet-lite0": str(folder / "efficientnet-lite0"), "densenet-full": str(folder / "dn")},
+            "stored": store, "example_image": "film.png", "phantoms": str(Path(out) / "phantoms"),
+        }  # fmt: skip
+
+    monkeypatch.setattr(demo_module, "demo", fake_demo)
+    quick = CliRunner().invoke(main, ["demo", "--quick", "--out", str(tmp_path / "q")])
+    assert quick.exit_code == 0, quick.output
+    assert seen["store"] is False and seen["config"] == DemoConfig.quick()
+    assert f"models kept in {tmp_path / 'q' / 'models'} (not in the store)" in quick.stdout
+    assert f"explain --model {tmp_path / 'q' / 'models' / 'dn'} " in quick.stdout  # by folder, not by name
+    full = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "f")])
+    assert full.exit_code == 0 and seen["store"] is True and seen["config"] == DemoConfig()
+    assert "models in the store" in full.stdout and "explain --model densenet-full " in full.stdout
+
+
+def test_training_can_keep_its_checkpoint_in_a_folder(tmp_path: Path) -> None:
+    """What the quick demo relies on: ``save=<folder>`` puts the best weights there, the store stays empty."""
+    from test_training import make_tiny_mura
+
+    from xray_xai.models.training import train
+
+    data = make_tiny_mura(tmp_path / "data", n_patients=12, size=24)
+    res = train("cnn-small", data, dataset="mura", epochs=1, image_size=24, progress=False,
+                dataset_options={"val_fraction": 0.3}, save=tmp_path / "models" / "cnn-small")  # fmt: skip
+    assert res.checkpoint == tmp_path / "models" / "cnn-small"
+    assert store.read_sidecar(res.checkpoint)["run_dir"] == str(res.run_dir)
+    assert store.list_store() == []
+
+
+def test_demo_run_again_into_its_folder_replaces_its_runs(tmp_path: Path, monkeypatch: Any) -> None:
+    """A new training run never writes into a folder holding an earlier run; the demo's own earlier runs are
+    replaced when it is run again into its folder (so it still works twice in a row)."""
+    import xray_xai.demo as demo_module
+
+    out = tmp_path / "demo"
+    (out / "runs" / "densenet-full").mkdir(parents=True)
+    (out / "runs" / "densenet-full" / "history.csv").write_text("epoch\n1\n")
+    (out / "demo.json").write_text("{}")
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args: Any, **kwargs: Any) -> None:
+        raise Stop
+
+    monkeypatch.setattr(demo_module, "_synthesise", stop)
+    with pytest.raises(Stop):  # stopped at step 1: the folder was accepted and its runs cleared
+        demo(out, config=DemoConfig.quick(), progress=False)
+    assert not (out / "runs").exists() and (out / "demo.json").exists()

@@ -187,3 +187,49 @@ def test_registered_as_a_generator_with_ground_truth() -> None:
     cls = datasets.get("synthetic")
     assert cls is SyntheticDataset
     assert cls.tags.generator and cls.tags.has_ground_truth and cls.tags.has_studies
+
+
+def test_cli_image_size_help_and_range_agree_with_the_generator(tmp_path: Path) -> None:
+    """Issue 20, finding 4: ``synth --help`` promised ``[x>=16]`` square images; the generator takes 64-1024 and
+    draws films that are not square."""
+    from click.testing import CliRunner
+    from xray_xai_plugins.datasets.synthetic import _MAX_SIZE, _MIN_SIZE
+
+    from xray_xai.cli import main
+
+    runner = CliRunner()
+    helped = " ".join(runner.invoke(main, ["synth", "--help"]).output.split())
+    option = helped[helped.index("--image-size INTEGER") :]
+    option = option[: option.index("--regions")]
+    assert f"{_MIN_SIZE}-{_MAX_SIZE}" in option and "x>=16" not in option, option
+    assert "square images" not in helped and "not square" in helped
+    for bad in (_MIN_SIZE - 1, _MAX_SIZE + 1):  # what the help promises is what is refused, in one line
+        refused = runner.invoke(main, ["synth", str(tmp_path / "s"), "--n-studies", "1", "--image-size", str(bad)])
+        assert refused.exit_code == 1 and f"must be in [{_MIN_SIZE}, {_MAX_SIZE}], got {bad}" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
+    made = runner.invoke(main, ["synth", str(tmp_path / "s"), "--n-studies", "2", "--image-size", str(_MIN_SIZE)])
+    assert made.exit_code == 0, made.output
+    sides = {Image.open(p).size for p in (tmp_path / "s").rglob("image*.png") if "masks" not in p.parts}
+    assert all(max(s) == _MIN_SIZE for s in sides) and any(min(s) < _MIN_SIZE for s in sides)
+
+
+def test_cli_overwrite_flag_is_the_one_the_refusal_names(tmp_path: Path) -> None:
+    """Finding 4: writing into a non-empty folder said "pass overwrite=True", which the command line lacked."""
+    from click.testing import CliRunner
+
+    from xray_xai.cli import main
+
+    runner = CliRunner()
+    args = ["synth", str(tmp_path / "s"), "--n-studies", "2", "--image-size", "64"]
+    assert runner.invoke(main, args).exit_code == 0
+    before = _tree_hashes(tmp_path / "s")
+    refused = runner.invoke(main, [*args, "--seed", "1"])
+    assert refused.exit_code == 1 and "--overwrite" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and _tree_hashes(tmp_path / "s") == before
+    replaced = runner.invoke(main, [*args, "--seed", "1", "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert _tree_hashes(tmp_path / "s") != before
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("mine")
+    foreign = runner.invoke(main, ["synth", str(tmp_path / "mine"), "--n-studies", "1", "--overwrite"])
+    assert foreign.exit_code == 1 and (tmp_path / "mine" / "keep.txt").read_text() == "mine"

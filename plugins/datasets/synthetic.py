@@ -335,7 +335,11 @@ class SyntheticDataset(MuraDataset):
             raise DataError(out, "exists and is not a folder")
         if out.is_dir() and any(out.iterdir()):
             if not overwrite:
-                raise DataError(out, "folder is not empty; choose another or pass overwrite=True")
+                raise DataError(
+                    out,
+                    "folder is not empty; choose another, or replace an earlier synthetic data set there with "
+                    "--overwrite (Python: overwrite=True)",
+                )
             if not (out / MURA_FOLDER / SIDECAR).is_file():
                 raise DataError(out, f"refusing to overwrite: not empty and not a synthetic data set (no {SIDECAR})")
 

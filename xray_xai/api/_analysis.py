@@ -63,19 +63,24 @@ def cluster(
     backend: str = "local",
     concurrency: int = 2,
     ray_address: str | None = None,
+    min_cluster_size: int | None = None,
 ) -> dict[str, Any]:
     """Cluster the films a model predicts abnormal (p >= ``threshold``; None keeps all) by their features, or by
     where ``explainer`` looks (``on="explanations"``, maps at ``grid`` x ``grid``) (``xray-xai cluster``).
 
     ``model``/``checkpoint``: see :func:`resolve_model`. ``splits`` are pooled; ``region`` keeps one region,
-    ``per_region`` clusters each separately; ``select_k_range`` picks K by silhouette. ``method_params`` go to the
-    clusterer. Returns the JSON-ready summary written as ``summary.json`` (with ``json`` false also ``"labels"``
-    and ``"feature_set"``). ``backend="ray"`` embeds on a Ray cluster and writes ``assignments.parquet`` (no
-    ``per_region``, ``select_k_range`` or ``on="explanations"`` there).
+    ``per_region`` clusters each separately; ``select_k_range`` picks K by silhouette among the Ks whose clusters
+    all hold at least ``min_cluster_size`` films (default 5% of the films, at least 3; a group with smaller clusters
+    gets a ``warnings`` entry). ``method_params`` go to the clusterer. Returns the JSON-ready summary written as
+    ``summary.json`` (with ``json`` false also ``"labels"`` and ``"feature_set"``). ``backend="ray"`` embeds on a
+    Ray cluster and writes ``assignments.parquet`` (no ``per_region``, ``select_k_range``, ``min_cluster_size`` or
+    ``on="explanations"`` there).
     """
     params = dict(method_params or {})
     if backend == "ray":
         _refuse_on_ray("cluster", per_region=per_region, select_k_range=select_k_range, on=on)
+        if min_cluster_size is not None:
+            raise PluginError("min_cluster_size only works with backend='local'")
         from xray_xai.models.resolve import resolve_spec
         from xray_xai.scale.ray import cluster_command
 
@@ -92,7 +97,7 @@ def cluster(
         resolve_model(model, checkpoint), data_root, dataset=dataset, k=k, method=method, splits=splits,
         threshold=threshold, region=region, per_region=per_region, on=on, explainer=explainer, out_dir=out_dir,
         seed=seed, batch_size=batch_size, json=json, select_k_range=select_k_range, method_params=params, grid=grid,
-        montage_size=montage_size, cache_dir=cache_dir, progress=progress,
+        montage_size=montage_size, cache_dir=cache_dir, progress=progress, min_cluster_size=min_cluster_size,
     )  # fmt: skip
 
 
@@ -198,9 +203,12 @@ def demo(
     config: DemoConfig | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    store: bool | None = None,
 ) -> dict[str, Any]:
     """The whole pipeline on built-in synthetic data (``xray-xai demo``): ``config`` (default the full
-    :class:`~xray_xai.demo.DemoConfig`, or its reduced ``quick()`` run), ``seed`` overriding its seed."""
+    :class:`~xray_xai.demo.DemoConfig`, or its reduced ``quick()`` run), ``seed`` overriding its seed. The trained
+    models go to the model store, except a ``quick`` run's (``store`` None: not ``quick``), which stay in
+    ``out/models`` so that they never become the newest model a later ``--model NAME`` loads."""
     from dataclasses import replace
 
     from xray_xai.demo import DemoConfig
@@ -209,7 +217,8 @@ def demo(
     chosen = config if config is not None else DemoConfig.quick() if quick else DemoConfig()
     if seed is not None:
         chosen = replace(chosen, seed=seed)
-    return _demo(out, config=chosen, progress=progress, log=log)
+    keep = (not quick) if store is None else store
+    return _demo(out, config=chosen, progress=progress, log=log, store=keep)
 
 
 def list_plugins(kind: Literal["model", "explainer", "clusterer", "dataset"] | None = None) -> list[PluginInfo]:

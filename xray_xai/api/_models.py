@@ -11,7 +11,7 @@ from xray_xai.defaults import DECISION_THRESHOLD
 
 if TYPE_CHECKING:  # pragma: no cover
     from xray_xai.models.config import TrainConfig
-    from xray_xai.models.runs import TrainResult
+    from xray_xai.models.runs import SaveTarget, TrainResult
     from xray_xai.sdk.interfaces import Model, Problem
 
     ModelSpec = str | Path | Model
@@ -59,15 +59,19 @@ def train(
     init_from: str | Path | Model | None = None,
     out_dir: str | Path | None = None,
     resume: bool = False,
-    save: bool = True,
+    save: SaveTarget = True,
     progress: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_run_dir: Callable[[Path], None] | None = None,
 ) -> TrainResult:
     """Train and store a model (``xray-xai train``); returns a :class:`~xray_xai.models.runs.TrainResult`.
 
     The recipe is ``config`` (a :class:`~xray_xai.models.config.TrainConfig`, default: the MURA recipe) with every
     keyword given (not None) applied on top; ``hidden``, ``dropout``, ``init``, ``members`` and ``model_options``
-    go to the model's constructor. ``on_epoch`` is called with each epoch's history row as it is saved.
+    go to the model's constructor. ``on_epoch`` is called with each epoch's history row as it is saved,
+    ``on_run_dir`` with the run's folder before the first epoch: a new folder per call unless ``resume`` (an
+    ``out_dir`` that holds an earlier run is refused). ``save``: True the model store, a folder that folder, False
+    nowhere.
     """
     from xray_xai.models.training import train as _train
 
@@ -87,7 +91,8 @@ def train(
     options.update({k: v for k, v in extra.items() if v is not None})
     return _train(
         model, data_root, config, dataset=dataset, dataset_options=dataset_options, init_from=init_from,
-        out_dir=out_dir, resume=resume, save=save, progress=progress, on_epoch=on_epoch, **options,
+        out_dir=out_dir, resume=resume, save=save, progress=progress, on_epoch=on_epoch,
+        on_run_dir=on_run_dir, **options,
     )  # fmt: skip
 
 

@@ -10,6 +10,7 @@ below ``sanity_threshold``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -45,9 +46,15 @@ def _stage(layer: str, maps: np.ndarray, rmaps: np.ndarray, s: AuditSettings) ->
 
 
 def sanity_cascade(
-    explainer: Any, model: Model, images: torch.Tensor, maps: np.ndarray, settings: AuditSettings
+    explainer: Any,
+    model: Model,
+    images: torch.Tensor,
+    maps: np.ndarray,
+    settings: AuditSettings,
+    tick: Callable[[int], None] | None = None,
 ) -> SanityResult:
-    """Run the cascade for ``explainer`` on ``model`` (``maps``: its maps on the trained model, all ``images``)."""
+    """Run the cascade for ``explainer`` on ``model`` (``maps``: its maps on the trained model, all ``images``);
+    ``tick`` is called with the number of images explained by each batch (progress)."""
     from xray_xai.audit.randomization import cascading_randomization
 
     s = settings
@@ -57,14 +64,14 @@ def sanity_cascade(
     rand_model: Any = None
     rmaps = np.zeros((0, *maps.shape[1:]), np.float32)
     for layer, rmodel in cascading_randomization(model, s.seed, n_stages=s.sanity_stages):
-        rmaps = explain_maps(explainer, rmodel, images[sub], s.batch_size)
+        rmaps = explain_maps(explainer, rmodel, images[sub], s.batch_size, tick)
         stages.append(_stage(layer, maps[sub], rmaps, s))
         rand_model = rmodel
     if rand_model is None:
         return SanityResult({"status": "not applicable", "reason": "the model has no torch parameters"}, None)
     rest = list(range(len(sub), n_img))
     rmaps_all = np.concatenate(
-        [rmaps, explain_maps(explainer, rand_model, images[rest], s.batch_size)] if rest else [rmaps]
+        [rmaps, explain_maps(explainer, rand_model, images[rest], s.batch_size, tick)] if rest else [rmaps]
     )
     del rand_model
     # the last stage (fully randomised) is scored on every image, since they were all explained

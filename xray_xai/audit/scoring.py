@@ -9,7 +9,7 @@ model-free control maps, shared by the model's methods); then, for each method, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,8 +100,11 @@ def _predict(model: Model, images: torch.Tensor, batch_size: int) -> np.ndarray:
     return np.concatenate(out).astype(np.float64)
 
 
-def explain_maps(explainer: Any, model: Model, images: torch.Tensor, batch_size: int) -> np.ndarray:
-    """Maps ``(N, S, S)`` in [0, 1], resized to the input when an explainer returns another size."""
+def explain_maps(
+    explainer: Any, model: Model, images: torch.Tensor, batch_size: int, tick: Callable[[int], None] | None = None
+) -> np.ndarray:
+    """Maps ``(N, S, S)`` in [0, 1], resized to the input when an explainer returns another size; ``tick`` is
+    called with the number of images of each batch explained (progress)."""
     import torch
     import torch.nn.functional as F
 
@@ -112,6 +115,8 @@ def explain_maps(explainer: Any, model: Model, images: torch.Tensor, batch_size:
         if maps.shape[-2:] != size:
             maps = F.interpolate(torch.from_numpy(maps)[:, None], size=size, mode="bilinear")[:, 0].numpy()
         parts.append(np.clip(np.nan_to_num(maps), 0.0, 1.0))
+        if tick is not None:
+            tick(len(maps))
     return np.concatenate(parts) if parts else np.zeros((0, *size), np.float32)
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from xray_xai._util.fsutil import write_skipped_csv
+from xray_xai._util.progress import Ticker
 from xray_xai._util.slugs import slug
 from xray_xai.audit import scores as am
 from xray_xai.audit.inputs import AuditInputs, collimation_mask, marker_mask, prepare_inputs, select_records
@@ -147,9 +148,11 @@ def _audit_pair(
     model_block: Mapping[str, Any],
     settings: AuditSettings,
     out_dir: Path | None,
+    shown: _PairProgress | None = None,
 ) -> dict[str, Any]:
     """One (model, method) pair: the maps, their scores, the sanity cascade, the randomised-model control, the
-    breakdowns and the example overlays; ``"status": "skipped"`` when the method cannot serve the model."""
+    breakdowns and the example overlays; ``"status": "skipped"`` when the method cannot serve the model. ``shown``
+    follows the progress image by image (it does not change what is computed)."""
     from xray_xai import get_explainer
     from xray_xai.audit.sanity import sanity_cascade
 
@@ -159,11 +162,13 @@ def _audit_pair(
     try:
         explainer = get_explainer(method)(**options)
         explainer.check_model(model)
-        maps = explain_maps(explainer, model, ctx.inputs.images, s.batch_size)
+        maps = explain_maps(explainer, model, ctx.inputs.images, s.batch_size, shown.maps if shown else None)
     except XrayXaiError as exc:  # a method the model cannot serve (PluginError) or bad options
         return pair | {"status": "skipped", "reason": str(exc)}
-    scored = score_maps(ctx, maps, s.curve_check_n)
-    sanity = sanity_cascade(explainer, model, ctx.inputs.images, maps, s)
+    scored = score_maps(shown.counting(ctx) if shown else ctx, maps, s.curve_check_n)
+    if shown is not None:
+        shown.phase("sanity cascade")
+    sanity = sanity_cascade(explainer, model, ctx.inputs.images, maps, s, shown.sanity if shown else None)
     pair["sanity"] = sanity.summary
     controls = dict(model_block["controls"])
     if sanity.randomized_maps is not None:
@@ -186,6 +191,51 @@ def _audit_pair(
         "per_image": per_image_rows(ctx, per),
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+class _PairProgress:
+    """The progress of one (model, method) pair, in images: a third as its maps are explained (per batch), a third
+    as the faithfulness curves are evaluated (counted from the model inputs they predict: ``2 * steps`` per image),
+    a third as the sanity cascade explains the randomised models. Only counts: the same calls in the same order."""
+
+    def __init__(self, bar: Ticker, name: str, n_images: int, settings: AuditSettings) -> None:
+        self.bar, self.name, self.n = bar, name, n_images
+        self.base = bar.done
+        self.per_image_inputs = 2 * max(1, settings.steps)
+        sub = min(settings.sanity_n, n_images)
+        self.sanity_images = max(1, settings.sanity_stages * sub + n_images - sub)
+        self.done = {"maps": 0.0, "faithfulness": 0.0, "sanity": 0.0}
+        self.phase("maps")
+
+    def phase(self, what: str) -> None:
+        self.bar.describe(f"{self.name}: {what}")
+
+    def _add(self, part: str, share: float) -> None:
+        self.done[part] = min(self.done[part] + share, 1.0)
+        self.bar.update(self.base + self.n * sum(self.done.values()) / 3)
+
+    def maps(self, k: int) -> None:
+        self._add("maps", k / max(1, self.n))
+
+    def sanity(self, k: int) -> None:
+        self._add("sanity", k / self.sanity_images)
+
+    def counting(self, ctx: ModelContext) -> ModelContext:
+        """``ctx`` whose faithfulness predictions are counted as they are made."""
+        from dataclasses import replace
+
+        predict = ctx.faith.predict
+
+        def counted(x: Any) -> Any:
+            out = predict(x)
+            self._add("faithfulness", len(x) / (self.per_image_inputs * max(1, self.n)))
+            return out
+
+        self.phase("faithfulness curves")
+        return replace(ctx, faith=replace(ctx.faith, predict=counted))
+
+    def finish(self) -> None:
+        self.bar.update(self.base + self.n)
 
 
 def _note_skipped(inputs: AuditInputs, skipped: list[Problem], warned: list[Problem], result: dict[str, Any]) -> None:
@@ -236,7 +286,7 @@ def audit_records(
     (:func:`~xray_xai.audit.scoring.score_maps`) and run the sanity cascade
     (:func:`~xray_xai.audit.sanity.sanity_cascade`).
     """
-    from xray_xai._util.progress import progress as bar
+    from xray_xai._util.progress import ticker
 
     if not records:
         raise DataError(None, "no images to audit")
@@ -262,25 +312,42 @@ def audit_records(
     }
     skipped: list[Problem] = []
     warned: list[Problem] = []
-    it = iter(bar(range(len(models) * len(methods)), "auditing", total=len(models) * len(methods), enabled=progress))
-    for given in models:
-        model = _load(given)
-        label = _model_label(model, given, result["models"])
-        pre = model.preprocessing
-        if pre not in cache:
-            cache[pre] = prepare_inputs(records, pre, strict=strict)
-        _note_skipped(cache[pre], skipped, warned, result)
-        ctx = model_context(model, cache[pre], s)
-        block = result["models"][label] = _model_block(model, label, ctx, s)
-        for method in methods:
-            next(it, None)
-            pair = _audit_pair(ctx, model, label, method, options.get(method, {}), block, s, out_path)
-            result["pairs"].append(pair)
-    for _ in it:  # drain the progress bar
-        pass
+    with ticker(len(models) * len(methods) * len(records), "auditing", enabled=progress, unit="images") as bar:
+        for m_index, given in enumerate(models):
+            model = _load(given)
+            label = _model_label(model, given, result["models"])
+            ctx = _context(model, label, records, cache, s, strict, bar)
+            _note_skipped(ctx.inputs, skipped, warned, result)
+            block = result["models"][label] = _model_block(model, label, ctx, s)
+            # the films this model reads (unreadable ones skipped), for the pairs left
+            bar.set_total(bar.done + (len(models) - m_index) * len(methods) * len(ctx.inputs.images))
+            for method in methods:
+                shown = _PairProgress(bar, f"{label} x {method}", len(ctx.inputs.images), s)
+                result["pairs"].append(
+                    _audit_pair(ctx, model, label, method, options.get(method, {}), block, s, out_path, shown)
+                )
+                shown.finish()
     if out_path is not None:
         result["skipped_csv"] = str(write_skipped_csv(out_path / "skipped.csv", skipped, warnings=warned))
     return result
+
+
+def _context(
+    model: Model,
+    label: str,
+    records: Sequence[Record],
+    cache: dict[Preprocessing, AuditInputs],
+    s: AuditSettings,
+    strict: bool,
+    bar: Ticker,
+) -> ModelContext:
+    """The films at ``model``'s geometry (read once per distinct preprocessing) and its predictions on them."""
+    pre = model.preprocessing
+    if pre not in cache:
+        bar.describe(f"{label}: reading films")
+        cache[pre] = prepare_inputs(records, pre, strict=strict)
+    bar.describe(f"{label}: predicting, controls")
+    return model_context(model, cache[pre], s)
 
 
 def _split_records(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, TypeVar
 
 import click
@@ -12,7 +12,15 @@ import click
 from xray_xai import api
 from xray_xai.errors import XrayXaiError, one_line
 
-__all__ = ["STRICT_HELP", "echo_json", "handle_errors", "param_option", "parse_or_bad_parameter", "refuse_on_ray"]
+__all__ = [
+    "STRICT_HELP",
+    "echo_json",
+    "handle_errors",
+    "param_option",
+    "parse_or_bad_parameter",
+    "print_table",
+    "refuse_on_ray",
+]
 
 #: ``--strict`` of the commands that read films (train, evaluate, predict, explain, cluster, audit).
 STRICT_HELP = (
@@ -72,3 +80,47 @@ def refuse_on_ray(command: Literal["explain", "cluster"], **options: Any) -> Non
     if bad:
         flags = [_FLAGS.get(name, "--" + name.replace("_", "-")) for name in bad]
         raise click.UsageError(f"{', '.join(flags)} only work with --backend local")
+
+
+def print_table(
+    headers: Sequence[str], rows: Iterable[Sequence[str]], *, title: str | None = None, console: Any = None
+) -> None:
+    """A table on stdout that stays readable whatever the width: never a header or a name split mid-word.
+
+    On a terminal: a rich table whose columns wrap at spaces only (each column at least as wide as its longest word;
+    cells may hold rich markup). Piped or redirected (stdout not a terminal, e.g. ``| less``, ``> file``, CI), or on
+    a terminal too narrow for whole words: plain rows, columns aligned with two spaces, never wrapped, so ``grep``
+    and ``cut`` see one line per row. Rich decides what a terminal is (``FORCE_COLOR``, ``COLUMNS`` are honoured);
+    ``console`` (a rich Console) replaces the default one.
+    """
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    body = [[str(c) for c in row] for row in rows]
+    out = console or Console()
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    longest = []
+    for i, header in enumerate(headers):
+        words = [header, *(Text.from_markup(r[i]).plain for r in body if i < len(r))]
+        longest.append(max((len(w) for cell in words for w in cell.split()), default=1))
+        table.add_column(header, overflow="ellipsis", min_width=longest[-1])
+    for row in body:
+        table.add_row(*row)
+    # rich squeezes columns below min_width when the table cannot fit: then words would break, so print plain rows
+    # (columns are two characters apart in this box: one of padding, one separator)
+    fits = sum(longest) + 2 * (len(headers) - 1) <= out.width
+    if fits and out.is_terminal:
+        out.print(table)
+        return
+    # piped, or too narrow for whole words: plain aligned rows, one line each, never wrapped
+    plain = [[Text.from_markup(c).plain for c in row] for row in body]
+    widths = [max([len(h), *(len(r[i]) for r in plain if i < len(r))]) for i, h in enumerate(headers)]
+    echo = (
+        click.echo if console is None else (lambda line: out.print(line, markup=False, highlight=False, soft_wrap=True))
+    )
+    if title:
+        echo(title)
+    for cells in (list(headers), ["-" * w for w in widths], *plain):
+        echo("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip())

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import click
 
 from xray_xai import api
-from xray_xai.cli._common import STRICT_HELP, echo_json, handle_errors
+from xray_xai.cli._common import STRICT_HELP, echo_json, handle_errors, print_table
 
 __all__ = ["audit"]
 
@@ -132,10 +132,6 @@ def audit(
 
 
 def _print_table(result: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="audit (mean [95% CI])")
     cols = (
         ("deletion ↓", "faithfulness", "deletion_auc"),
         ("insertion ↑", "faithfulness", "insertion_auc"),
@@ -144,14 +140,15 @@ def _print_table(result: dict[str, Any]) -> None:
         ("mass in mask", "localisation", "mass_in_mask"),
         ("border", "shortcuts", "border_share"),
     )
-    for name in ("model", "method", *(c[0] for c in cols), "sanity"):
-        table.add_column(name, overflow="fold")
+    from rich.markup import escape
+
+    rows = []
     for pair in result.get("pairs", []):
         if pair.get("status") != "ok":
-            table.add_row(pair["model"], pair["method"], f"skipped: {pair.get('reason', '')}")
+            rows.append([pair["model"], pair["method"], escape(f"skipped: {pair.get('reason', '')}")])
             continue
-        cells = [api.format_stat((pair.get(sec) or {}).get(key)) for _, sec, key in cols]
-        table.add_row(pair["model"], pair["method"], *cells, str(pair.get("sanity", {}).get("status", "")))
-    Console().print(table)
+        cells = [escape(api.format_stat((pair.get(sec) or {}).get(key))) for _, sec, key in cols]
+        rows.append([pair["model"], pair["method"], *cells, str(pair.get("sanity", {}).get("status", ""))])
+    print_table(("model", "method", *(c[0] for c in cols), "sanity"), rows, title="audit (mean [95% CI])")
     for problem in result.get("problems", []):
         click.echo(f"skipped: {problem}", err=True)

@@ -61,7 +61,19 @@ def _parse_range(text: str | None) -> list[int] | None:
 @click.option("--on", "on", type=click.Choice(["features", "explanations"]), default="features", show_default=True)
 @click.option("--explainer", default=api.CLUSTER_EXPLAINER, show_default=True, help="Explainer for --on explanations.")
 @click.option("--grid", default=16, show_default=True, type=click.IntRange(1), help="Map size for --on explanations.")
-@click.option("--select-k", "select_k", metavar="RANGE", help="Choose K by silhouette over e.g. 2-10 (overrides --k).")
+@click.option(
+    "--select-k",
+    "select_k",
+    metavar="RANGE",
+    help="Choose K by silhouette over e.g. 2-10 among the Ks whose clusters all reach --min-cluster-size "
+    "(overrides --k).",
+)
+@click.option(
+    "--min-cluster-size",
+    type=click.IntRange(1),
+    help="Smallest cluster worth describing, in films (default: 5% of the films clustered, at least 3): --select-k "
+    "skips Ks with smaller clusters, and a clustering with one is warned about.",
+)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
@@ -93,6 +105,7 @@ def cluster(
     explainer: str,
     grid: int,
     select_k: str | None,
+    min_cluster_size: int | None,
     out_dir: Path | None,
     seed: int,
     batch_size: int,
@@ -127,12 +140,14 @@ def cluster(
     k_range = _parse_range(select_k)
     if backend == "ray":
         refuse_on_ray("cluster", per_region=per_region, select_k_range=k_range, on=on)
+        if min_cluster_size is not None:
+            raise click.UsageError("--min-cluster-size only works with --backend local")
     summary = api.cluster(
         model_name, data_root, checkpoint=checkpoint, dataset=dataset, k=k, method=method, method_params=params,
         splits=api.split_names(splits), threshold=None if all_images else threshold, region=region,
         per_region=per_region, on=on, explainer=explainer, grid=grid, select_k_range=k_range, out_dir=out_dir,
         seed=seed, batch_size=batch_size, json=True, progress=not as_json, backend=backend, concurrency=concurrency,
-        ray_address=ray_address,
+        ray_address=ray_address, min_cluster_size=min_cluster_size,
     )  # fmt: skip
     if as_json:
         echo_json(summary)
@@ -155,6 +170,8 @@ def _report(summary: dict[str, Any]) -> None:
         click.echo(f"  silhouette {sil:.3f}" if sil is not None else "  silhouette n/a")
         for text in group["descriptions"].values():
             click.echo(f"  {text}")
+        for warning in group.get("warnings") or []:
+            click.echo(f"warning: {'' if name == 'all' else f'[{name}] '}{warning}", err=True)
     if summary["skipped"]:
         where = summary.get("files_summary", {}).get("skipped", "summary.json")
         click.echo(f"{len(summary['skipped'])} unreadable films skipped, listed in {where}", err=True)

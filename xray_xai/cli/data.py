@@ -39,12 +39,23 @@ def _options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
     default=None,
     help="Share of abnormal studies (generator default if omitted).",
 )
-@click.option("--image-size", type=click.IntRange(min=16), default=None, help="Side of the square images, in pixels.")
+@click.option(
+    "--image-size",
+    type=click.IntRange(min=1),  # the generator checks its own range (built-in: 64-1024), so another one may differ
+    default=None,
+    help="Longer side of each film in pixels (built-in generator: 64-1024, default 256); films are not square: the "
+    "other side is 72-100% of it (portrait; shoulders half landscape).",
+)
 @click.option(
     "--regions",
     multiple=True,
     callback=_regions,
     help=f"Regions to draw from ({', '.join(api.REGIONS)}); comma-separated or repeated.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace OUT when it holds an earlier synthetic data set (any other non-empty folder is refused).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the path and a summary as JSON.")
 @handle_errors
@@ -55,19 +66,25 @@ def synth(
     abnormal_fraction: float | None,
     image_size: int | None,
     regions: tuple[str, ...] | None,
+    overwrite: bool,
     as_json: bool,
 ) -> None:
     """Write a synthetic MURA-layout data set with known ground truth to OUT.
 
     The files follow MURA-v1.1 exactly (folders, CSVs), plus a JSON sidecar with the masks of the planted
-    abnormalities, so every command that reads MURA reads them and the audit can score explanations.
+    abnormalities, so every command that reads MURA reads them and the audit can score explanations. OUT is
+    written atomically (built beside it, then renamed); a non-empty OUT is refused unless --overwrite and it holds
+    an earlier synthetic data set.
 
     \b
     Example:
       xray-xai synth phantoms --n-studies 50 --seed 0
       xray-xai synth phantoms --n-studies 20 --regions wrist,elbow --image-size 64 --json
     """
-    root = api.synth(out, n_studies, seed, abnormal_fraction=abnormal_fraction, image_size=image_size, regions=regions)
+    root = api.synth(
+        out, n_studies, seed, abnormal_fraction=abnormal_fraction, image_size=image_size, regions=regions,
+        overwrite=overwrite or None,
+    )  # fmt: skip
     summary = api.data_summary(root)
     if as_json:
         echo_json({"path": str(root), "summary": summary})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from xray_xai import api
@@ -16,7 +18,12 @@ from xray_xai.cli._common import echo_json, handle_errors
     show_default=True,
     help="Folder for phantoms, runs, figures and the report.",
 )
-@click.option("--quick", is_flag=True, help="A tiny run (seconds, not minutes) that checks the pipeline works.")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="A tiny run (seconds, not minutes) that checks the pipeline works; its models stay in OUT/models, "
+    "not in the model store.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @handle_errors
@@ -37,8 +44,14 @@ def demo(out: str, quick: bool, seed: int, as_json: bool) -> None:
         echo_json(summary)
         return
     click.echo(f"report: {summary['report']}")
-    click.echo(f"took {summary['total_seconds']} s; models in the store: {', '.join(summary['models'])}")
+    if summary.get("stored", True):
+        click.echo(f"took {summary['total_seconds']} s; models in the store: {', '.join(summary['models'])}")
+        dense = "densenet-full"
+    else:  # --quick: the tiny models are named by their folder, so they never shadow a real one in the store
+        folder = Path(summary["out"]) / "models"
+        click.echo(f"took {summary['total_seconds']} s; models kept in {folder} (not in the store)")
+        dense = summary["models"]["densenet-full"]
     if summary.get("example_image"):
         click.echo("try next:")
-        click.echo(f"  xray-xai explain --model densenet-full --method saliency --input {summary['example_image']}")
-        click.echo(f"  xray-xai cluster --model densenet-full --data {summary['phantoms']} --k 4")
+        click.echo(f"  xray-xai explain --model {dense} --method saliency --input {summary['example_image']}")
+        click.echo(f"  xray-xai cluster --model {dense} --data {summary['phantoms']} --k 4")

@@ -7,7 +7,7 @@ from typing import Literal
 import click
 
 from xray_xai import api
-from xray_xai.cli._common import echo_json, handle_errors
+from xray_xai.cli._common import echo_json, handle_errors, print_table
 
 
 @click.command()
@@ -30,16 +30,13 @@ def plugins(kind: Literal["model", "explainer", "clusterer", "dataset"] | None, 
     if as_json:
         echo_json([i.to_dict() for i in infos])
         return
-    from rich.console import Console
-    from rich.table import Table
+    from rich.markup import escape
 
-    table = Table(show_lines=False)
-    for col in ("kind", "name", "package", "description", "tags"):
-        table.add_column(col, overflow="fold")
+    rows = []
     for i in infos:
-        desc = f"[red]failed to load: {i.error}[/red]" if i.error else i.description
-        table.add_row(i.kind, i.name, f"{i.package} {i.version}", desc, ", ".join(i.tags))
-    Console().print(table)
+        desc = f"[red]failed to load: {escape(i.error)}[/red]" if i.error else escape(i.description)
+        rows.append([i.kind, i.name, f"{i.package} {i.version}", desc, ", ".join(i.tags)])
+    print_table(("kind", "name", "package", "description", "tags"), rows)
     broken = [i for i in infos if i.error]
     if broken:
         click.echo(f"{len(broken)} plugin(s) failed to load: {', '.join(i.name for i in broken)}", err=True)

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from xray_xai import api
-from xray_xai.cli._common import STRICT_HELP, echo_json, handle_errors
+from xray_xai.cli._common import STRICT_HELP, echo_json, handle_errors, print_table
 
 
 def _fmt(v: Any) -> str:
@@ -54,7 +54,11 @@ def _fmt(v: Any) -> str:
 )
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps ...")
-@click.option("--resume", is_flag=True, help="Continue the run's last saved epoch.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the last saved epoch of --out, or of the newest run of this model, data and seed.",
+)
 @click.option("--pretrained/--no-pretrained", default=None, help="Start from ImageNet weights (if available).")
 @click.option("--hidden", help="Hidden layer sizes of the head, e.g. 512,256 ('none': linear head, CAM applies).")
 @click.option("--dropout", type=float, help="Dropout of the head.")
@@ -79,7 +83,12 @@ def _fmt(v: Any) -> str:
     show_default=True,
     help="NHWC memory format (faster on CPU and GPU for depthwise convolutions).",
 )
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run folder (default: a new one under $XRAY_XAI_HOME/runs); one holding a run needs --resume.",
+)
 @click.option("--strict", is_flag=True, help=STRICT_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @handle_errors
@@ -118,9 +127,10 @@ def train(
     """Train a model on the train split, validate on val, keep the best epoch in the model store.
 
     Defaults are the published DenseNet-169 MURA recipe: SGD lr 1e-3 momentum 0.9, BCE, LR / 10 on a 5-epoch
-    validation-loss plateau, early stop after --early-stop epochs without better validation accuracy. The run
-    folder holds history.csv, curves.png, skipped.csv and a resumable last.pt. Ensembles need --members, except
-    ensemble200 (DenseNet-201 + MobileNet-V1 + NASNet-Mobile), which trains its three members with this recipe.
+    validation-loss plateau, early stop after --early-stop epochs without better validation accuracy. Each run gets a
+    new run folder (printed first; --resume continues the newest one) holding history.csv, curves.png, skipped.csv
+    and a resumable last.pt. Ensembles need --members, except ensemble200 (DenseNet-201 + MobileNet-V1 +
+    NASNet-Mobile), which trains its three members with this recipe.
 
     \b
     Example:
@@ -131,14 +141,20 @@ def train(
       xray-xai train --model efficientnet-lite0 --data fracatlas --optimizer adamw \\
         --schedule cosine --monitor auroc --augment light --loss weighted-bce --epochs 6
     """
+
+    # the run folder first, then each epoch's line as it ends; click.echo flushes, so `train ... > train.log` shows
+    # them as they come. Human output goes to stdout; with --json they go to stderr (stdout stays one JSON value).
+    def say(line: str) -> None:
+        click.echo(line, err=as_json)
+
     result = api.train(
         model_name, data_root, dataset=dataset, epochs=epochs, batch_size=batch_size, image_size=image_size,
         letterbox=letterbox, lr=lr, optimizer=optimizer, weight_decay=weight_decay, schedule=schedule,
         monitor=monitor, loss=loss, early_stop=early_stop, seed=seed, device=device, resume=resume,
         augment="none" if no_augment else augment, out_dir=out_dir, pretrained=pretrained, max_images=max_images,
         progress=not as_json, channels_last=channels_last, amp=amp, strict=strict,
-        # each epoch's line as it ends (click.echo flushes: `train ... 2> log` shows the epochs as they come)
-        on_epoch=None if as_json else lambda row: click.echo(api.epoch_line(row), err=True),
+        on_epoch=lambda row: say(api.epoch_line(row)),
+        on_run_dir=lambda folder: say(f"run folder: {folder}"),
         **_head_options(hidden, dropout, init, members),
     )  # fmt: skip
     if as_json:
@@ -241,33 +257,22 @@ def evaluate(
 
 
 def _print_evaluation(result: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from rich.markup import escape
 
-    console = Console()
     names = ["auroc", "accuracy", "precision", "recall", "specificity", "f1", "kappa"]
     for level in ("image", "study"):
-        table = Table(title=f"{result['model']} on {result['split']}: {level} level")
-        table.add_column("region")
-        table.add_column("n")
-        for n in names:
-            table.add_column(n)
-        rows = [("overall", result[level]["overall"]), *result[level]["per_region"].items()]
-        for region, m in rows:
+        rows = []
+        for region, m in [("overall", result[level]["overall"]), *result[level]["per_region"].items()]:
             cells = []
             for n in names:
                 ci = (m.get("ci95") or {}).get(n)
-                cells.append(_fmt(m[n]) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
-            table.add_row(region, str(m["n"]), *cells)
-        console.print(table)
+                cells.append(escape(_fmt(m[n]) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")))
+            rows.append([region, str(m["n"]), *cells])
+        print_table(("region", "n", *names), rows, title=f"{result['model']} on {result['split']}: {level} level")
     if "kappa_table" in result:
-        table = Table(title=f"Cohen's kappa per region beside {result['kappa_reference']}")
         cols = ("ours", "radiologist_1", "radiologist_2", "radiologist_3", "model")
-        for col in ("region", *cols):
-            table.add_column(col)
-        for row in result["kappa_table"]:
-            table.add_row(row["region"], *(_fmt(row[c]) for c in cols))
-        console.print(table)
+        rows = [[row["region"], *(_fmt(row[c]) for c in cols)] for row in result["kappa_table"]]
+        print_table(("region", *cols), rows, title=f"Cohen's kappa per region beside {result['kappa_reference']}")
     if result["skipped"]:
         listed = (result.get("files") or {}).get("skipped")
         click.echo(f"{len(result['skipped'])} image(s) skipped" + (f", listed in {listed}" if listed else ""), err=True)
@@ -373,18 +378,15 @@ def models(as_json: bool) -> None:
     if as_json:
         echo_json(entries)
         return
-    from rich.console import Console
-    from rich.table import Table
+    from rich.markup import escape
 
-    table = Table()
-    for col in ("name", "created", "dataset", "epochs", "val accuracy", "source", "path"):
-        table.add_column(col, overflow="fold")
+    rows = []
     for e in entries:
         acc = (e.get("metrics") or {}).get("val_accuracy")
-        table.add_row(
+        rows.append([
             e["name"], str(e.get("created") or "-"), str(e.get("dataset") or "-"), _fmt(e.get("epochs")), _fmt(acc),
-            _source(e.get("source")), e.get("problem") or e["path"],
-        )  # fmt: skip
-    Console().print(table)
+            _source(e.get("source")), escape(e.get("problem") or e["path"]),
+        ])  # fmt: skip
+    print_table(("name", "created", "dataset", "epochs", "val accuracy", "source", "path"), rows)
     if not entries:
         click.echo("no trained models yet: xray-xai train --model NAME --data DIR", err=True)

@@ -8,6 +8,11 @@
 * the files a clustering writes from these: ``assignments.csv``, ``composition.csv``, ``agreement.csv`` and
   ``summary.md``.
 
+Continuous metadata (a numeric column with more than :data:`CONTINUOUS_MIN_VALUES` distinct values, e.g. a
+contrast or an image width) is binned into :data:`QUANTILE_BINS` quantile bins over the films described, named like
+``Q4 [1.71, 2.30]`` (the bin and its range), before composition, descriptions and NMI/ARI: each value would
+otherwise be a category of its own ("100% contrast=1.7909" of a cluster of one film).
+
 Missing metadata: a film without a value in a column is left out of that column's NMI/ARI (the number used is
 reported) and counted as ``"(missing)"`` in the composition tables; a column is skipped for NMI/ARI when more than
 half of the films lack it or when it has a single value (nothing to agree with), and identifier-like columns (a
@@ -29,11 +34,14 @@ import numpy as np
 from xray_xai.sdk.interfaces import Record
 
 __all__ = [
+    "CONTINUOUS_MIN_VALUES",
     "MAX_COMPOSITION_VALUES",
     "MISSING",
     "MISSING_POLICY",
     "PRIMARY_COLUMNS",
+    "QUANTILE_BINS",
     "agreement",
+    "bin_continuous",
     "composition",
     "describe_clusters",
     "metadata_columns",
@@ -52,6 +60,10 @@ MISSING_POLICY = (
 )
 #: columns with more distinct values than this are left out of composition tables (they would not fit on a page)
 MAX_COMPOSITION_VALUES = 30
+#: a numeric column with more distinct values than this is continuous: binned into quantiles, not a category per value
+CONTINUOUS_MIN_VALUES = 10
+#: how many quantile bins a continuous column gets (quartiles; fewer when values tie at the edges)
+QUANTILE_BINS = 4
 
 
 # --------------------------------------------------------------------------------------------------- metadata
@@ -85,11 +97,43 @@ def metadata_columns(records: Sequence[Record]) -> dict[str, list[str | None]]:
             if key not in cols and key not in keys and (value is None or isinstance(value, (str, int, float, bool))):
                 keys.append(key)
     for key in keys:
-        cols[key] = [
-            _clean(v) if (v := r.metadata.get(key)) is None or isinstance(v, (str, int, float, bool)) else None
-            for r in records
-        ]
+        cols[key] = bin_continuous(
+            [_clean(v) if (v := r.metadata.get(key)) is None or isinstance(v, (str, int, float, bool)) else None
+             for r in records]
+        )  # fmt: skip
     return {k: v for k, v in cols.items() if any(x is not None for x in v)}
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _edge(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def bin_continuous(values: list[str | None], bins: int = QUANTILE_BINS) -> list[str | None]:
+    """``values`` unchanged unless they are continuous (all numbers, more than :data:`CONTINUOUS_MIN_VALUES`
+    distinct): then each becomes its quantile bin, ``"Q<i> [low, high]"`` (``"true"``/``"false"`` are not numbers).
+
+    Edges are the quantiles of the values present; tied edges merge bins, so a column with a few very common values
+    may get fewer than ``bins`` bins. Missing values stay missing.
+    """
+    present = [v for v in values if v is not None]
+    numbers = [_number(v) for v in present]
+    if not present or any(x is None for x in numbers) or len(set(numbers)) <= CONTINUOUS_MIN_VALUES:
+        return values
+    arr = np.array(numbers, dtype=np.float64)
+    edges = np.unique(np.quantile(arr, np.linspace(0.0, 1.0, bins + 1)))
+    inner = edges[1:-1]
+    index = np.searchsorted(inner, arr, side="right")  # bin i holds [edges[i], edges[i + 1]), the last one closed
+    names = [f"Q{i + 1} [{_edge(edges[i])}, {_edge(edges[i + 1])}]" for i in range(len(edges) - 1)]
+    it = iter(index.tolist())
+    return [None if v is None else names[next(it)] for v in values]
 
 
 def agreement(labels: np.ndarray, columns: dict[str, list[str | None]]) -> dict[str, dict[str, Any]]:

@@ -84,6 +84,16 @@ def _silhouette(Z: np.ndarray, labels: np.ndarray, seed: int, sample_size: int =
     return float(silhouette_score(Z[keep], labels[keep], sample_size=size, random_state=seed))
 
 
+#: the smallest cluster worth describing, as a share of the films clustered (at least MIN_CLUSTER_FILMS films)
+MIN_CLUSTER_SHARE = 0.05
+MIN_CLUSTER_FILMS = 3
+
+
+def default_min_cluster_size(n: int) -> int:
+    """The default smallest cluster: 5% of the ``n`` films clustered, at least 3 films."""
+    return max(MIN_CLUSTER_FILMS, math.ceil(MIN_CLUSTER_SHARE * n))
+
+
 def select_k(
     X: np.ndarray,
     ks: Iterable[int] = range(2, 11),
@@ -93,11 +103,17 @@ def select_k(
     random_state: int = 0,
     plot: str | Path | None = None,
     sample_size: int = 10_000,
+    min_cluster_size: int | None = None,
 ) -> dict[str, Any]:
     """Silhouette of ``method`` for each K in ``ks`` (PCA fitted once); the best K; a line plot if ``plot``.
 
-    Returns ``{"ks": [...], "silhouette": [...], "best_k": k, "plot": path or None}``. Ks that the number of rows
-    cannot support (K >= n) are left out.
+    The best K is the one of highest silhouette among those whose smallest cluster holds at least
+    ``min_cluster_size`` films (default :func:`default_min_cluster_size`): silhouette alone favours many tiny
+    clusters on few films (K=7 for 24 films, clusters of 1-3). When no K gives clusters that large, the K whose
+    smallest cluster is largest is kept (ties: the higher silhouette) and ``warning`` says so.
+
+    Returns ``{"ks", "silhouette", "smallest" (the smallest cluster per K), "min_cluster_size", "best_k", "plot",
+    "warning"}``. Ks that the number of rows cannot support (K >= n) are left out.
     """
     ks = sorted({int(k) for k in ks})
     X = np.asarray(X)
@@ -105,12 +121,14 @@ def select_k(
     valid = [k for k in ks if 2 <= k <= n - 1]
     if not valid:
         raise XrayXaiError(f"no K in {ks} can be scored on {n} images (silhouette needs 2 <= K <= n - 1)")
+    min_size = default_min_cluster_size(n) if min_cluster_size is None else int(min_cluster_size)
     base = make_clusterer(method, valid[0], random_state, params)
     if "n_clusters" not in base.get_params(deep=False):
         raise XrayXaiError(f"method {method!r} finds its own number of clusters; K selection needs one with n_clusters")
     base.fit(X)
     Z = base.reduce(X) if hasattr(base, "reduce") else X
     scores: list[float] = []
+    smallest: list[int] = []
     for k in valid:
         extra = dict(params or {})
         if "n_components" in base.get_params(deep=False):
@@ -119,14 +137,41 @@ def select_k(
         labels = np.asarray(est.fit(Z).labels_)
         s = _silhouette(Z, labels, random_state, sample_size)
         scores.append(float("nan") if s is None else s)
-    finite = [(s, k) for s, k in zip(scores, valid, strict=True) if not math.isnan(s)]
-    best = max(finite)[1] if finite else valid[0]
-    result: dict[str, Any] = {"ks": valid, "silhouette": scores, "best_k": int(best), "plot": None}
+        counts = np.bincount(labels[labels >= 0]) if (labels >= 0).any() else np.zeros(1, dtype=np.int64)
+        smallest.append(int(counts[counts > 0].min()) if (counts > 0).any() else 0)
+    finite = [(s, k) for s, k, m in zip(scores, valid, smallest, strict=True) if not math.isnan(s) and m >= min_size]
+    warning = None
+    if finite:
+        best = max(finite)[1]
+    else:
+        by_size = [(m, -1.0 if math.isnan(s) else s, k) for s, k, m in zip(scores, valid, smallest, strict=True)]
+        best = max(by_size)[2]
+        warning = (
+            f"no K in {valid[0]}-{valid[-1]} gives clusters of at least {min_size} films on {n} films; "
+            f"K={best} has the largest smallest cluster ({max(by_size)[0]})"
+        )
+    result: dict[str, Any] = {
+        "ks": valid, "silhouette": scores, "smallest": smallest, "min_cluster_size": min_size, "best_k": int(best),
+        "plot": None, "warning": warning,
+    }  # fmt: skip
     if plot is not None:
         from xray_xai.cluster.figures import plot_k_selection
 
         result["plot"] = str(plot_k_selection(valid, scores, best, Path(plot), method))
     return result
+
+
+def small_clusters_warning(k: int | None, sizes: dict[str, int], min_size: int) -> str | None:
+    """A warning when the clusters found are too small to describe (``--k 4`` on 4 films: four single films)."""
+    found = {c: n for c, n in sizes.items() if c != "-1"}
+    if not found or min(found.values()) >= min_size:
+        return None
+    n = sum(sizes.values())
+    told = f"k={k} for {n} films" if k is not None else f"{len(found)} clusters of {n} films"
+    return (
+        f"{told}: the smallest cluster holds {min(found.values())} film(s), under {min_size}; so few films say "
+        "little about a group - choose a smaller --k, or --select-k"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- selection
@@ -211,14 +256,17 @@ def cluster(
     montage_size: int = 16,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    min_cluster_size: int | None = None,
 ) -> dict[str, Any]:
     """Cluster the films ``model`` predicts abnormal and write the report files to ``out_dir``.
 
     ``model``: a model, a registered name (newest stored checkpoint) or a checkpoint path. ``splits`` are pooled;
     ``threshold`` None keeps every film. ``region`` keeps one region; ``per_region`` clusters each region
     separately (sub-folders). ``on="explanations"`` clusters ``explainer`` maps downsampled to ``grid x grid``
-    instead of features. ``select_k_range`` scores K by silhouette over that range and uses the best (overriding
-    ``k``). ``method_params`` go to the clusterer (e.g. ``{"n_components": 0.95}``).
+    instead of features. ``select_k_range`` scores K by silhouette over that range and uses the best whose clusters
+    all hold at least ``min_cluster_size`` films (overriding ``k``; default 5% of the films, at least 3); a group
+    whose clusters are smaller carries a ``warnings`` entry. ``method_params`` go to the clusterer (e.g.
+    ``{"n_components": 0.95}``).
 
     Returns the JSON-ready summary (also written as ``summary.json``); unless ``json`` is true it also carries
     ``"labels"`` (``{group: np.ndarray}``) and ``"feature_set"`` (the :class:`~xray_xai.cluster.features.FeatureSet`).
@@ -252,8 +300,9 @@ def cluster(
     }
     summary = _summary_head(model, out, data_root, ds, dataset, splits, options, len(records), films)
     fit = _GroupFit(
-        k=k, method=method, params=method_params, seed=seed, select_ks=select_k_range, montage_size=montage_size
-    )
+        k=k, method=method, params=method_params, seed=seed, select_ks=select_k_range, montage_size=montage_size,
+        min_cluster_size=min_cluster_size,
+    )  # fmt: skip
     summary["groups"], labels_by_group = _cluster_groups(films.selected, model, out, per_region, fit)
     _write_summary(out, summary, films, per_region)
     if json:
@@ -347,8 +396,11 @@ def _summary_head(
         "n_read": len(fs),
         "n_selected": len(selected),
         "feature_dim": int(selected.features.shape[1]),
-        "feature_cache": str(fs.cache_path) if fs.cache_path else None,
-        "features_from_cache": fs.from_cache,
+        # the cache of what was clustered: deep features, or the explanation maps with on="explanations" (the deep
+        # features, read for the probabilities that select the films, are then deep_feature_cache)
+        "feature_cache": str(selected.cache_path) if selected.cache_path else None,
+        "features_from_cache": selected.from_cache,
+        "deep_feature_cache": str(fs.cache_path) if fs.cache_path else None,
         "missing_values": MISSING_POLICY,
         "skipped": [{"path": p.path, "problem": p.problem} for p in films.skipped],
         "warnings": [{"path": p.path, "problem": p.problem} for p in films.warnings],
@@ -366,6 +418,7 @@ class _GroupFit:
     seed: int
     select_ks: Sequence[int] | None
     montage_size: int
+    min_cluster_size: int | None = None  #: None: :func:`default_min_cluster_size` of each group's films
 
 
 def _cluster_groups(
@@ -440,8 +493,9 @@ def _cluster_group(fs: Any, model: Model, out: Path, fit: _GroupFit) -> tuple[di
     k = fit.k
     if fit.select_ks:
         ksel = select_k(
-            X, fit.select_ks, method=fit.method, params=fit.params, random_state=fit.seed, plot=out / "k_selection.png"
-        )
+            X, fit.select_ks, method=fit.method, params=fit.params, random_state=fit.seed,
+            plot=out / "k_selection.png", min_cluster_size=fit.min_cluster_size,
+        )  # fmt: skip
         k = int(ksel["best_k"])
         files["k_selection"] = ksel["plot"]
     est = make_clusterer(fit.method, k, fit.seed, fit.params)
@@ -460,9 +514,14 @@ def _cluster_group(fs: Any, model: Model, out: Path, fit: _GroupFit) -> tuple[di
     sil = _silhouette(Z, labels, fit.seed)
     files |= _write_group_files(out, fs, model, est, X, Z, labels, dist, ids, comp, agree, columns, fit.montage_size)
     mean_p = {str(c): round(float(fs.probabilities[labels == c].mean()), 4) for c in sorted(set(labels.tolist()))}
+    k_used = int(k) if "n_clusters" in est.get_params(deep=False) else None
+    min_size = default_min_cluster_size(len(labels)) if fit.min_cluster_size is None else fit.min_cluster_size
+    warned = [w for w in ((ksel or {}).get("warning"), small_clusters_warning(k_used, sizes, min_size)) if w]
     gsum: dict[str, Any] = {
         "n": len(labels),
-        "k": int(k) if "n_clusters" in est.get_params(deep=False) else None,
+        "k": k_used,
+        "min_cluster_size": min_size,
+        "warnings": warned,
         "n_clusters_found": len(ids),
         "n_noise": int((labels < 0).sum()),
         "params": {key: v for key, v in est.get_params(deep=False).items() if _jsonable(v)},

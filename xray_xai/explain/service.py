@@ -162,7 +162,7 @@ def explain(
     a warning (``warnings``, ``warnings.csv``) when little is missing, skipped when ``strict``
     (:func:`xray_xai.data.images.read_film`).
     """
-    from xray_xai._util.progress import progress
+    from xray_xai._util.progress import ticker
 
     start = time.perf_counter()
     names, fmt = _check_options(methods, formats, only, batch_size, target)
@@ -188,8 +188,10 @@ def explain(
         strict=strict,
     )
     todo = _resumed(job) if resume else list(range(len(recs)))
-    for batch in progress(list(_batches(recs, todo, batch_size)), "explaining", enabled=show_progress):
-        _explain_batch(job, batch)
+    with ticker(len(todo), "explaining", enabled=show_progress, unit="images") as bar:  # per image, not per batch
+        for batch in _batches(recs, todo, batch_size):
+            _explain_batch(job, batch)
+            bar.advance(len(batch))
     return _finish(job, start)
 
 

@@ -6,13 +6,14 @@ are given."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from xray_xai._util.fsutil import atomic_write_json, write_skipped_csv
 from xray_xai.errors import PluginError
 from xray_xai.models.config import TrainConfig
-from xray_xai.models.runs import EpochCallback, TrainResult, default_run_dir, save_to_store
+from xray_xai.models.runs import EpochCallback, SaveTarget, TrainResult, open_run_dir, save_to_store
 from xray_xai.models.splits import open_splits, split_fingerprint
 from xray_xai.sdk.interfaces import Problem, Record
 
@@ -127,9 +128,10 @@ def train_ensemble(
     dataset: str | None = None,
     dataset_options: dict[str, Any] | None = None,
     out_dir: str | Path | None = None,
-    save: bool = True,
+    save: SaveTarget = True,
     progress: bool = True,
     on_epoch: EpochCallback | None = None,
+    on_run_dir: Callable[[Path], None] | None = None,
 ) -> TrainResult:
     """``ensemble-mean``: resolve and check the members, score on val, save the member list (no new weights).
 
@@ -154,8 +156,9 @@ def train_ensemble(
         loaded = [load_model(m) for m in names]
     ds_name, train_recs, val_recs = open_splits(data_root, dataset, None, cfg.max_images, cfg.seed, dataset_options)
     fingerprint = split_fingerprint(train_recs, val_recs)
-    run_dir = Path(out_dir) if out_dir is not None else default_run_dir(model_name, fingerprint, cfg.seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = open_run_dir(model_name, fingerprint, cfg.seed, out_dir)
+    if on_run_dir is not None:
+        on_run_dir(run_dir)
     run_options = {"dataset": dataset, "dataset_options": dataset_options, "progress": progress}
     if trains_preset:
         names = _train_preset(preset, data_root, cfg, run_dir, run_options, on_epoch)
@@ -194,7 +197,8 @@ def train_ensemble(
         "seed": cfg.seed,
         "members": names,
         "hyperparameters": {"members": names},
+        "run_dir": str(run_dir),
     }
-    checkpoint = save_to_store(ensemble, metadata) if save else run_dir
+    checkpoint = save_to_store(ensemble, metadata, save) if save else run_dir
     atomic_write_json(run_dir / "result.json", {"checkpoint": str(checkpoint), **metadata})
     return TrainResult(model_name, checkpoint, run_dir, history, 0, row, skipped)

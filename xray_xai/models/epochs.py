@@ -22,7 +22,7 @@ from typing import Any
 from xray_xai._util.fsutil import atomic_write_json, write_skipped_csv
 from xray_xai.errors import PluginError
 from xray_xai.models.config import WARMUP_EPOCHS, TrainConfig
-from xray_xai.models.runs import EpochCallback, TrainResult, load_last, save_last, write_history
+from xray_xai.models.runs import EpochCallback, SaveTarget, TrainResult, load_last, save_last, write_history
 from xray_xai.sdk.interfaces import Problem, Record
 
 __all__ = ["RunSpec", "train_torch"]
@@ -384,7 +384,7 @@ def _checkpoint_epoch(model: Any, parts: _Parts, spec: RunSpec, st: _State, epoc
 
 
 def _finish(
-    model: Any, parts: _Parts, spec: RunSpec, cfg: TrainConfig, st: _State, hyper: dict[str, Any], save: bool
+    model: Any, parts: _Parts, spec: RunSpec, cfg: TrainConfig, st: _State, hyper: dict[str, Any], save: SaveTarget
 ) -> tuple[Path, list[Problem], list[Problem]]:
     """Best weights back into the model (on the CPU, eval mode), skipped and damaged-but-kept films listed,
     checkpoint stored."""
@@ -413,7 +413,7 @@ def _finish(
         "hyperparameters": hyper,
         "run_dir": str(spec.run_dir),
     }
-    checkpoint = save_to_store(model, metadata) if save else spec.run_dir
+    checkpoint = save_to_store(model, metadata, save) if save else spec.run_dir
     atomic_write_json(spec.run_dir / "result.json", {"checkpoint": str(checkpoint), **metadata})
     return checkpoint, skipped, warned
 
@@ -426,7 +426,7 @@ def train_torch(
     dev: Any,
     resume: bool = False,
     progress: bool = True,
-    save: bool = True,
+    save: SaveTarget = True,
     init_from: str | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> TrainResult:

@@ -22,10 +22,12 @@ from xray_xai.sdk.interfaces import Problem
 __all__ = [
     "HISTORY_FIELDS",
     "EpochCallback",
+    "SaveTarget",
     "TrainResult",
     "default_run_dir",
     "epoch_line",
     "load_last",
+    "open_run_dir",
     "save_last",
     "save_to_store",
     "write_history",
@@ -77,10 +79,67 @@ class TrainResult:
 
 
 def default_run_dir(model_name: str, fingerprint: str, seed: int) -> Path:
-    """``$XRAY_XAI_HOME/runs/<model>/<split fingerprint>-seed<seed>``: stable, so ``resume`` finds it again."""
+    """``$XRAY_XAI_HOME/runs/<model>/<split fingerprint>-seed<seed>``: the stem of the runs of one model on one data
+    split with one seed; each run gets a folder of its own named ``<stem>-<UTC timestamp>`` (:func:`open_run_dir`)."""
     from xray_xai.models.store import home
 
     return home() / "runs" / model_name / f"{fingerprint}-seed{seed}"
+
+
+#: files that mark a folder as holding a run (a new run never writes into such a folder unless resuming)
+RUN_MARKERS: tuple[str, ...] = ("history.csv", "last.pt", "last.json", "result.json")
+
+
+def _holds_run(folder: Path) -> str | None:
+    return next((m for m in RUN_MARKERS if (folder / m).exists()), None)
+
+
+def _newest_resumable(stem: Path) -> Path | None:
+    """The run of ``stem`` whose ``last.pt`` was written last: the stem itself (runs made before each run had a
+    folder of its own) or one of its ``<stem>-<timestamp>`` siblings."""
+    candidates = [stem, *stem.parent.glob(f"{stem.name}-*")] if stem.parent.is_dir() else []
+    resumable = [c for c in candidates if (c / "last.pt").is_file()]
+    return max(resumable, key=lambda c: (c / "last.pt").stat().st_mtime_ns) if resumable else None
+
+
+def open_run_dir(
+    model_name: str, fingerprint: str, seed: int, out_dir: str | Path | None = None, resume: bool = False
+) -> Path:
+    """The folder of this run, created: never one holding an earlier run, unless ``resume``.
+
+    ``out_dir`` given: that folder; one that already holds a run is refused unless ``resume``. Otherwise, resuming:
+    the newest resumable run of this model, split and seed (a new folder when there is none); not resuming: a new
+    folder ``<default_run_dir>-<UTC timestamp>`` (``-2``, ``-3``... when two runs start in the same second), made
+    with an exclusive ``mkdir`` so that two runs started together never share it.
+    """
+    import datetime as _dt
+
+    from xray_xai.errors import XrayXaiError
+
+    if out_dir is not None:
+        run_dir = Path(out_dir)
+        marker = None if resume else _holds_run(run_dir)
+        if marker is not None:
+            raise XrayXaiError(
+                f"{run_dir}: already holds a run ({marker}); continue it with --resume, or choose another --out"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
+    stem = default_run_dir(model_name, fingerprint, seed)
+    if resume:
+        found = _newest_resumable(stem)
+        if found is not None:
+            return found
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    base = f"{stem.name}-{_dt.datetime.now(_dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
+    for n in range(1, 10_000):
+        run_dir = stem.parent / (base if n == 1 else f"{base}-{n}")
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        return run_dir
+    raise XrayXaiError(f"{stem.parent}: no free run folder for {base}")  # pragma: no cover
 
 
 def _fmt(key: str, value: Any) -> str:
@@ -98,11 +157,17 @@ def epoch_line(row: dict[str, Any]) -> str:
     return "  ".join(f"{k}={_fmt(k, v)}" for k, v in row.items())
 
 
-def save_to_store(model: Any, metadata: dict[str, Any]) -> Path:
-    """The run's weights into the model store, with ``metadata`` in the sidecar; the checkpoint folder."""
+#: where a run's best weights go: ``True`` the model store, a folder that folder (``demo --quick``), ``False`` nowhere
+SaveTarget = bool | str | Path
+
+
+def save_to_store(model: Any, metadata: dict[str, Any], where: SaveTarget = True) -> Path:
+    """The run's weights into the model store (``where`` True) or into the folder ``where``, with ``metadata`` in
+    the sidecar; the checkpoint folder."""
     from xray_xai.models.store import save_model
 
-    return Path(save_model(model, metadata=metadata))
+    folder = None if where is True else Path(where)  # type: ignore[arg-type]
+    return Path(save_model(model, folder, metadata=metadata))
 
 
 # -- checkpoint of the last epoch ---------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,9 +51,11 @@ from xray_xai.models.epochs import RunSpec, train_torch
 from xray_xai.models.runs import (
     HISTORY_FIELDS,
     EpochCallback,
+    SaveTarget,
     TrainResult,
     default_run_dir,
     epoch_line,
+    open_run_dir,
     save_to_store,
     write_history,
 )
@@ -165,8 +167,10 @@ def _prepare(
     dataset_options: dict[str, Any] | None,
     init_from: Any,
     out_dir: str | Path | None,
+    resume: bool,
 ) -> tuple[Model, RunSpec]:
-    """The splits, the model (fresh, or from ``init_from``; letterboxed if asked) and the run folder."""
+    """The splits, the model (fresh, or from ``init_from``; letterboxed if asked) and the run folder (a new one
+    unless ``resume``: :func:`~xray_xai.models.runs.open_run_dir`)."""
     ds_name, train_recs, val_recs = open_splits(
         data_root, dataset, cfg.regions, cfg.max_images, cfg.seed, dataset_options
     )
@@ -178,8 +182,7 @@ def _prepare(
         pre = model.preprocessing
         model.preprocessing = replace(pre, name=f"letterbox-{pre.input_size}", mode="letterbox", crop=None)
     name = getattr(model, "name", model_name) or model_name
-    run_dir = Path(out_dir) if out_dir is not None else default_run_dir(name, fingerprint, cfg.seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = open_run_dir(name, fingerprint, cfg.seed, out_dir, resume)
     return model, RunSpec(name, ds_name, train_recs, val_recs, fingerprint, run_dir)
 
 
@@ -194,9 +197,10 @@ def train(
     init_from: str | Path | Model | None = None,
     out_dir: str | Path | None = None,
     resume: bool = False,
-    save: bool = True,
+    save: SaveTarget = True,
     progress: bool = True,
     on_epoch: EpochCallback | None = None,
+    on_run_dir: Callable[[Path], None] | None = None,
     **options: Any,
 ) -> TrainResult:
     """Train ``model_name`` on the ``train`` split of ``data_root``, validate on ``val``, keep the best epoch.
@@ -205,8 +209,11 @@ def train(
     named like a :class:`TrainConfig` field (``epochs=``, ``lr=``, ``optimizer=``, ``augment=``, ``seed=``...) sets
     it, any other keyword is a model option (``hidden=``, ``dropout=``, ``members=``...). ``dataset_options`` go to
     the dataset reader (e.g. MURA's ``val_fraction``); ``init_from`` (a Model, a store name or a checkpoint path)
-    starts from trained weights instead of a fresh ``model_name``; ``resume`` continues the run folder's
-    ``last.pt``; ``save`` False keeps the weights out of the store; ``on_epoch`` is called with each epoch's history
+    starts from trained weights instead of a fresh ``model_name``; each run writes into a folder of its own
+    (``out_dir``, refused when it holds an earlier run, or a new ``$XRAY_XAI_HOME/runs/...`` folder), passed to
+    ``on_run_dir`` before the first epoch and recorded in the sidecar's ``run_dir``; ``resume`` continues
+    ``out_dir``'s ``last.pt`` (without ``out_dir``: the newest run of this model, split and seed); ``save`` False
+    keeps the weights out of the store, a folder puts them there; ``on_epoch`` is called with each epoch's history
     row as soon as the epoch is saved (``xray-xai train`` prints it). Ensembles (``members=``) and models without
     epochs (``lbp-logreg``: ``fit``) are dispatched to their own procedure. The test split is never read.
     ``letterbox`` fits each film into the input square with its aspect ratio kept (black bars) instead of the
@@ -216,13 +223,15 @@ def train(
     if model_name in ENSEMBLES and init_from is None:
         return train_ensemble(
             model_name, data_root, cfg, dataset=dataset, dataset_options=dataset_options, out_dir=out_dir, save=save,
-            progress=progress, on_epoch=on_epoch,
+            progress=progress, on_epoch=on_epoch, on_run_dir=on_run_dir,
         )  # fmt: skip
     import torch
 
     dev = torch.device(cfg.device)
     with _seeded(cfg.seed, dev):
-        model, spec = _prepare(model_name, data_root, cfg, dataset, dataset_options, init_from, out_dir)
+        model, spec = _prepare(model_name, data_root, cfg, dataset, dataset_options, init_from, out_dir, resume)
+        if on_run_dir is not None:
+            on_run_dir(spec.run_dir)
         if not isinstance(model, torch.nn.Module):
             return _train_fit(model, spec, cfg, save, on_epoch)
         with _deterministic():
@@ -254,7 +263,7 @@ def _load_films(records: list[Record], pre: Any, batch_size: int) -> tuple[Any, 
 
 
 def _train_fit(
-    model: Any, spec: RunSpec, cfg: TrainConfig, save: bool, on_epoch: EpochCallback | None = None
+    model: Any, spec: RunSpec, cfg: TrainConfig, save: SaveTarget, on_epoch: EpochCallback | None = None
 ) -> TrainResult:
     """Models without epochs (``lbp-logreg``): one ``fit(images, labels)`` on the training split, scored on val."""
     import numpy as np
@@ -300,6 +309,7 @@ def _train_fit(
         "metrics": row,
         "seed": cfg.seed,
         "hyperparameters": {"fit": True},
+        "run_dir": str(spec.run_dir),
     }
-    checkpoint = save_to_store(model, metadata) if save else spec.run_dir
+    checkpoint = save_to_store(model, metadata, save) if save else spec.run_dir
     return TrainResult(name, checkpoint, spec.run_dir, [row], 1, row, skipped)
