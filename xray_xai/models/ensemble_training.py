@@ -177,13 +177,8 @@ def train_ensemble(
     kept, probs, bad = predict_records(ensemble, val_recs, batch_size=cfg.batch_size, device=cfg.device)
     skipped += bad
     m = binary_metrics([int(r.label or 0) for r in kept], probs)
-    row = {
-        "epoch": 0,
-        "val_accuracy": m["accuracy"],
-        "val_auroc": m["auroc"],
-        "val_kappa": m["kappa"],
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
+    row = {"epoch": 0, "val_accuracy": m["accuracy"], "val_auroc": m["auroc"], "val_kappa": m["kappa"]}
+    row["seconds"] = round(time.perf_counter() - t0, 3)
     history.append(row)
     if on_epoch is not None:  # per region (calibrated), then the ensemble on val
         for entry in history:
