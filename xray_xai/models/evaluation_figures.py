@@ -57,7 +57,7 @@ def plot_roc(path: Path, curves: Sequence[Curve]) -> Path:
 
     fig = _figure((5.0, 5.0))
     ax = fig.subplots()
-    for label, y, p, points in curves:
+    for i, (label, y, p, points) in enumerate(curves):
         auc = auroc(y, p)
         if auc is None:
             continue
@@ -65,7 +65,8 @@ def plot_roc(path: Path, curves: Sequence[Curve]) -> Path:
         (line,) = ax.plot(fpr, tpr, label=f"{label} (AUROC {auc:.3f})")
         for (name, t), marker in zip(points, _MARKERS, strict=False):
             sens, x, _ = _at(y, p, t)
-            ax.plot([x], [sens], marker, color=line.get_color(), mfc="none", ms=8, label=f"{label}: {name} ({t:.3g})")
+            named = f"{name} (p >= {t:.3g})" if i == 0 else "_nolegend_"  # each operating point named once
+            ax.plot([x], [sens], marker, color=line.get_color(), mfc="none", ms=8, label=named)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set_xlabel("1 - specificity")
     ax.set_ylabel("sensitivity")
@@ -80,7 +81,7 @@ def plot_pr(path: Path, curves: Sequence[Curve]) -> Path:
 
     fig = _figure((5.0, 5.0))
     ax = fig.subplots()
-    for label, y, p, points in curves:
+    for i, (label, y, p, points) in enumerate(curves):
         ya = np.asarray(y)
         if ya.min() == ya.max():
             continue
@@ -91,7 +92,8 @@ def plot_pr(path: Path, curves: Sequence[Curve]) -> Path:
         for (name, t), marker in zip(points, _MARKERS, strict=False):
             sens, _, prec = _at(y, p, t)
             if prec is not None:
-                ax.plot([sens], [prec], marker, color=line.get_color(), mfc="none", ms=8, label=f"{label}: {name}")
+                named = f"{name} (p >= {t:.3g})" if i == 0 else "_nolegend_"
+                ax.plot([sens], [prec], marker, color=line.get_color(), mfc="none", ms=8, label=named)
     ax.set_xlabel("recall (sensitivity)")
     ax.set_ylabel("precision (PPV)")
     ax.set_xlim(0, 1)

@@ -54,9 +54,10 @@ def rule_name(rule: tuple[str, float | None]) -> str:
 def choose_threshold(y: Any, p: Any, rule: str | tuple[str, float | None]) -> float:
     """The threshold ``rule`` picks on labels ``y`` and probabilities ``p`` (validation); ValueError without both
     classes."""
-    name, level = parse_rule(rule) if isinstance(rule, str) else rule
+    name, value = parse_rule(rule) if isinstance(rule, str) else rule
+    level = 0.0 if value is None else float(value)
     if name == "fixed":
-        return float(level)  # type: ignore[arg-type]
+        return level
     ya = np.asarray(y, dtype=np.int64).ravel() == 1
     pa = np.asarray(p, dtype=np.float64).ravel()
     if ya.all() or not ya.any():
