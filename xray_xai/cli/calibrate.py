@@ -156,7 +156,8 @@ def print_calibration(result: dict[str, Any]) -> None:
     if not cal:
         return
     keys = [k for k in cal["image"]["overall"] if k.startswith(("sensitivity_at", "specificity_at"))]
-    heads = [k.replace("sensitivity_at_specificity_", "sens@spec").replace("specificity_at_sensitivity_", "spec@sens")
+    # sens@spec.90: sensitivity at specificity 0.90; spec@sens.95: specificity at sensitivity 0.95
+    heads = [k.replace("sensitivity_at_specificity_0", "sens@spec").replace("specificity_at_sensitivity_0", "spec@sens")
              for k in keys]  # fmt: skip
     for level in ("image", "study"):
         table = Table(title=f"calibration, {level} level ({result.get('probability', '')} probability)")
@@ -166,9 +167,10 @@ def print_calibration(result: dict[str, Any]) -> None:
         before = (result.get("calibration_uncalibrated") or {}).get(level)
         if before:
             rows.insert(1, ("overall, uncalibrated", before["overall"]))
-        for region, m in rows:
+        for region, m in rows:  # intervals on the overall rows only (per region: in --json), to stay readable
+            cell = _ci if region.startswith("overall") else (lambda m, k: _fmt(m.get(k)))
             table.add_row(region, str(m["n"]), _fmt(m["prevalence"]), _fmt(m["mean_probability"]),
-                          *(_ci(m, k) for k in ("brier", "ece", "mce", "slope", "intercept", *keys)))  # fmt: skip
+                          *(cell(m, k) for k in ("brier", "ece", "mce", "slope", "intercept", *keys)))  # fmt: skip
         console.print(table)
     table = Table(title=f"operating points (in use: {_fmt(result['threshold'])}, {result['threshold_source']})")
     for col in ("point", "threshold", "level", "sensitivity", "specificity", "PPV", "called abnormal", "val sens/spec"):

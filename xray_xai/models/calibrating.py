@@ -96,7 +96,10 @@ def calibrate(
     y = np.array([int(r.label or 0) for r in kept])
     if y.size == 0 or y.min() == y.max():
         raise DataError(data_root, f"split {split!r} needs readable films of both classes to calibrate on")
-    cal = fit_calibrator(method, y, raw)
+    try:
+        cal = fit_calibrator(method, y, raw)
+    except ValueError as exc:  # e.g. Platt on separable validation films
+        raise DataError(data_root, f"{method} calibration on split {split!r} failed: {exc}") from None
     shown = cal(raw)
     fitted = {"dataset": ds_name, "split": split, "n": int(y.size), "tta": tta}
     points = []

@@ -38,8 +38,8 @@ def operating_rows(
         rows.insert(0, ("given", cut, source, None))
     out, seen = [], set()
     for row in sorted(rows, key=lambda r: r[1] != cut):  # the one in use first, then in order
-        if row[1] not in seen:
-            seen.add(row[1])
+        if (row[0], row[1]) not in seen and not (row[0] == "default" and any(r[1] == row[1] for r in out)):
+            seen.add((row[0], row[1]))
             out.append(row)
     return out
 
@@ -84,9 +84,9 @@ def clinical_section(
     for level in series:
         series[level].append(("calibrated" if applied else "as shown", shown[level]["overall"]))
     points = []
-    for name, t, source, validation in operating_rows(model, in_use, uncalibrated):
+    for i, (name, t, source, validation) in enumerate(operating_rows(model, in_use, uncalibrated)):
         points.append({
-            "name": name, "threshold": t, "source": source, "in_use": t == in_use[0],
+            "name": name, "threshold": t, "source": source, "in_use": i == 0 and t == in_use[0],
             "image": metrics_at(y, probs, t), "study": metrics_at(s_y, s_p, t), "validation": validation,
         })  # fmt: skip
     section["operating_points"] = points
