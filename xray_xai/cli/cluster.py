@@ -51,6 +51,7 @@ def _parse_range(text: str | None) -> list[int] | None:
 @click.option(
     "--threshold",
     type=click.FloatRange(0, 1),
+    default=None,
     help="p(abnormal) cut (default: the operating point recorded by calibrate, else 0.5).",
 )
 @click.option("--all-images", is_flag=True, help="Cluster every film, not only those predicted abnormal.")

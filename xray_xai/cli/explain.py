@@ -45,6 +45,7 @@ from xray_xai.cli._common import STRICT_HELP, echo_json, handle_errors, parse_or
 @click.option(
     "--threshold",
     type=float,
+    default=None,
     help="Decision threshold for --only (default: each model's operating point recorded by calibrate, else 0.5).",
 )
 @click.option("--limit", type=int, default=None, help="At most this many images.")
