@@ -36,7 +36,8 @@ def operating_rows(
     rows.append(("default", DECISION_THRESHOLD, "default", None))
     if source.startswith("given"):
         rows.insert(0, ("given", cut, source, None))
-    out, seen = [], set()
+    out: list[tuple[str, float, str, dict[str, Any] | None]] = []
+    seen: set[tuple[str, float]] = set()
     for row in sorted(rows, key=lambda r: r[1] != cut):  # the one in use first, then in order
         if (row[0], row[1]) not in seen and not (row[0] == "default" and any(r[1] == row[1] for r in out)):
             seen.add((row[0], row[1]))
