@@ -114,6 +114,12 @@ def test_the_threshold_chosen_on_validation_is_the_one_used_on_test(
     # predict and the raw scale use the same recorded point; --threshold overrides it
     rows = _run("predict", "--checkpoint", str(checkpoint), "--data", str(phantoms), "--split", "test", "--json")
     assert {r["threshold"] for r in rows} == {point["threshold"]}
+    assert all((r["prediction"] == "abnormal") == (r["probability"] >= point["threshold"]) for r in rows)
+    plain = _run("predict", "--checkpoint", str(checkpoint), "--data", str(phantoms), "--split", "test",
+                 "--uncalibrated", "--json")  # fmt: skip
+    assert all(r["probability"] == r["probability_raw"] for r in plain)
+    assert [r["probability_raw"] for r in plain] == [r["probability_raw"] for r in rows]
+    assert {r["threshold"] for r in plain} == {point["threshold_raw"]}
     raw = _run("evaluate", "--checkpoint", str(checkpoint), "--data", str(phantoms), "--bootstrap", "0",
                "--uncalibrated", "--json")  # fmt: skip
     assert raw["threshold"] == point["threshold_raw"] and raw["probability"] == "uncalibrated"
