@@ -256,11 +256,13 @@ def test_faces_default_to_the_shared_method_and_threshold() -> None:
     from xray_xai.cli.cluster import cluster as cluster_command
     from xray_xai.cli.explain import explain as explain_command
 
+    # --threshold unset: the model's operating point recorded by `calibrate`, else the shared default (one resolver)
     for command in (explain_command, cluster_command):
         threshold = next(p for p in command.params if p.name == "threshold")
-        assert threshold.default == defaults.DECISION_THRESHOLD
-    for function in (api.explain, api.cluster):
-        assert inspect.signature(function).parameters["threshold"].default == defaults.DECISION_THRESHOLD
+        assert threshold.default is None
+    assert inspect.signature(api.explain).parameters["threshold"].default is None
+    assert inspect.signature(api.cluster).parameters["threshold"].default == defaults.DECISION_THRESHOLD
+    assert api.resolve_threshold(tiny_convnet()) == defaults.DECISION_THRESHOLD
     assert api.DEFAULT_METHOD == defaults.DEFAULT_METHOD and api.split_names(None) == []
 
 

@@ -34,6 +34,14 @@ from xray_xai.api._analysis import (
     select_k,
     write_report,
 )
+from xray_xai.api._calibration import (
+    calibrate,
+    calibrated_probability,
+    calibration_info,
+    parse_rule,
+    resolve_threshold,
+    threshold_source,
+)
 from xray_xai.api._data import data_summary, open_dataset, read_image_bytes, synth
 from xray_xai.api._explain import explain, explain_films, explainer_names
 from xray_xai.api._import import IMPORT_OUTPUTS, import_model, preprocessing, wrap_model
@@ -53,16 +61,29 @@ from xray_xai.api._models import (
     write_predictions,
 )
 from xray_xai.api._process import prepare_process, ray_unsupported, to_json
-from xray_xai.defaults import CLUSTER_EXPLAINER, DECISION_THRESHOLD, DEFAULT_METHOD
+from xray_xai.defaults import (
+    CALIBRATION_METHODS,
+    CLUSTER_EXPLAINER,
+    DECISION_THRESHOLD,
+    DEFAULT_LEVELS,
+    DEFAULT_METHOD,
+    STUDY_AGGREGATIONS,
+)
 
 __all__ = [
+    "CALIBRATION_METHODS",
     "CLUSTER_EXPLAINER",
     "DECISION_THRESHOLD",
+    "DEFAULT_LEVELS",
     "DEFAULT_METHOD",
     "IMPORT_OUTPUTS",
     "PREDICTION_FIELDS",
+    "STUDY_AGGREGATIONS",
     "ParamError",
     "audit",
+    "calibrate",
+    "calibrated_probability",
+    "calibration_info",
     "cluster",
     "data_summary",
     "demo",
@@ -81,6 +102,7 @@ __all__ = [
     "models_dir",
     "open_dataset",
     "parse_params",
+    "parse_rule",
     "predict",
     "predictions_csv",
     "prepare_process",
@@ -89,10 +111,12 @@ __all__ = [
     "read_image_bytes",
     "resolve_model",
     "resolve_specs",
+    "resolve_threshold",
     "save_model",
     "select_k",
     "split_names",
     "synth",
+    "threshold_source",
     "to_json",
     "train",
     "wrap_model",

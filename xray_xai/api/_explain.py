@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from xray_xai._util.params import ParamError, split_names
 from xray_xai.api._models import resolve_specs
 from xray_xai.api._process import _refuse_on_ray, _specs
-from xray_xai.defaults import DECISION_THRESHOLD, DEFAULT_METHOD
+from xray_xai.defaults import DEFAULT_METHOD
 from xray_xai.errors import PluginError, XrayXaiError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,7 +51,7 @@ def explain(
     dataset: str | None = None,
     records: Sequence[Record] | None = None,
     only: Literal["all", "predicted-abnormal"] = "all",
-    threshold: float = DECISION_THRESHOLD,
+    threshold: float | None = None,
     out: str | Path | None = None,
     formats: str | Sequence[str] = ("png", "npy", "json"),
     per_member: bool = False,
@@ -121,7 +121,7 @@ def explain_films(
     params: Mapping[str, dict[str, Any]] | None = None,
     predict: bool = True,
     keep_errors: bool = False,
-    threshold: float = DECISION_THRESHOLD,
+    threshold: float | None = None,
 ) -> list[ModelFilms]:
     """Probabilities, maps and overlays of decoded films (e.g. the views of one study) under each loaded model
     (a :class:`~xray_xai.sdk.interfaces.Model` or a list of them), in memory: the engine of ``xray-xai explain``

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xray_xai._util.device import resolve_device
-from xray_xai.defaults import DECISION_THRESHOLD
+from xray_xai.defaults import DEFAULT_LEVELS
 
 if TYPE_CHECKING:  # pragma: no cover
     from xray_xai.models.config import TrainConfig
@@ -18,7 +18,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: columns of :func:`predict`'s rows, in the order of ``xray-xai predict``'s CSV
 PREDICTION_FIELDS: tuple[str, ...] = (
-    "path", "study", "region", "label", "probability", "prediction", "study_probability",
+    "path", "study", "region", "label", "probability", "prediction", "study_probability", "probability_raw",
+    "threshold",
 )  # fmt: skip
 
 
@@ -120,16 +121,31 @@ def evaluate(
     out_dir: str | Path | None = None,
     progress: bool = False,
     strict: bool = False,
+    threshold: float | None = None,
+    uncalibrated: bool = False,
+    study_aggregation: str = "mean",
+    calibration_bins: int = 10,
+    adaptive_bins: bool = False,
+    specificities: Sequence[float] = DEFAULT_LEVELS,
+    sensitivities: Sequence[float] = DEFAULT_LEVELS,
 ) -> dict[str, Any]:
     """Image- and study-level metrics with bootstrap intervals, overall and per region (``xray-xai evaluate``);
-    ``strict`` skips films whose stream ends early however little is missing (else kept, listed as warnings)."""
+    ``strict`` skips films whose stream ends early however little is missing (else kept, listed as warnings).
+
+    The probability is the calibrated one when the checkpoint holds a calibration (``uncalibrated``: raw), the
+    threshold ``threshold`` or the recorded operating point (else 0.5); ``calibration`` reports Brier, ECE/MCE
+    (``calibration_bins``; ``adaptive_bins`` for equal-mass bins), slope/intercept, sensitivity at
+    ``specificities`` and specificity at ``sensitivities``, before and after calibration; ``operating_points`` the
+    metrics at each recorded threshold. See :func:`xray_xai.models.evaluation.evaluate`."""
     from xray_xai.models.evaluation import evaluate as _evaluate
 
     return _evaluate(
         model, data_root, checkpoint=checkpoint, dataset=dataset, dataset_options=dataset_options, split=split,
         batch_size=batch_size, bootstrap=bootstrap, seed=seed, max_images=max_images, device=resolve_device(device),
         tta=tta,
-        out_dir=out_dir, progress=progress, strict=strict,
+        out_dir=out_dir, progress=progress, strict=strict, threshold=threshold, uncalibrated=uncalibrated,
+        study_aggregation=study_aggregation, calibration_bins=calibration_bins, adaptive_bins=adaptive_bins,
+        specificities=specificities, sensitivities=sensitivities,
     )  # fmt: skip
 
 
@@ -148,17 +164,22 @@ def predict(
     tta: bool = False,
     progress: bool = False,
     strict: bool = False,
+    uncalibrated: bool = False,
+    study_aggregation: str = "mean",
 ) -> tuple[list[dict[str, Any]], list[Problem]]:
     """Per-image and per-study probabilities (``xray-xai predict``); returns ``(rows, problems)``, damaged films
     that were kept listed last with severity "warning" (``strict`` skips them instead).
 
-    ``threshold`` None: the decision threshold of :mod:`xray_xai.defaults`."""
+    ``probability`` is calibrated when the checkpoint holds a calibration (``uncalibrated``: raw; the model's own
+    is always in ``probability_raw``); ``threshold`` None: the checkpoint's recorded operating point, else the
+    decision threshold of :mod:`xray_xai.defaults`; ``study_aggregation``: mean, max or noisy-or."""
     from xray_xai.models.evaluation import predict as _predict
 
     return _predict(
         model, inputs, checkpoint=checkpoint, data_root=data_root, split=split, dataset=dataset,
         dataset_options=dataset_options, batch_size=batch_size, device=resolve_device(device),
-        threshold=DECISION_THRESHOLD if threshold is None else threshold, tta=tta, progress=progress, strict=strict,
+        threshold=threshold, tta=tta, progress=progress, strict=strict, uncalibrated=uncalibrated,
+        study_aggregation=study_aggregation,
     )  # fmt: skip
 
 

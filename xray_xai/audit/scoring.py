@@ -159,13 +159,18 @@ class ModelContext:
     n_boot: int
     seed: int
     faith: Faithfulness
+    #: the model's threshold (:func:`xray_xai.models.operating.resolve_threshold`); ``probs`` are calibrated
+    threshold: float = DECISION_THRESHOLD
 
 
 def model_context(model: Model, inputs: AuditInputs, settings: AuditSettings) -> ModelContext:
     """Predict the audited images once and fix what every method of ``model`` is scored against: the abnormal
     images with ground truth (split in two seeded folds for the tuned threshold), the border band, the tolerance."""
     s = settings
-    probs = _predict(model, inputs.images, s.batch_size)
+    from xray_xai.models.calibration import calibrated
+    from xray_xai.models.operating import resolve_threshold
+
+    probs = calibrated(model, _predict(model, inputs.images, s.batch_size))  # the probability shown for the model
     side = int(inputs.images.shape[-1])
     gt_idx = [i for i, r in enumerate(inputs.records) if r.label == 1 and inputs.gt[i] is not None]
     perm = [gt_idx[j] for j in np.random.default_rng(s.seed).permutation(len(gt_idx))]
@@ -173,6 +178,7 @@ def model_context(model: Model, inputs: AuditInputs, settings: AuditSettings) ->
     return ModelContext(
         inputs=inputs,
         probs=probs,
+        threshold=resolve_threshold(model)[0],
         gt_idx=gt_idx,
         folds=(sorted(perm[: len(perm) // 2]), sorted(perm[len(perm) // 2 :])),
         border=am.border_band_mask((side, side), s.border_frac),
@@ -315,7 +321,7 @@ def score_maps(ctx: ModelContext, maps: np.ndarray, curve_check_n: int = 0) -> P
 def breakdowns(ctx: ModelContext, per: dict[str, np.ndarray]) -> dict[str, Any]:
     """Each per-image score summarised by region, by correct vs wrong prediction and by confidence bin."""
     recs = ctx.inputs.records
-    preds = ctx.probs >= DECISION_THRESHOLD
+    preds = ctx.probs >= ctx.threshold
     groups: dict[str, list[str]] = {
         "region": [r.region or "unknown" for r in recs],
         "prediction": [

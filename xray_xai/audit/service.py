@@ -119,13 +119,11 @@ def _model_block(model: Model, label: str, ctx: ModelContext, settings: AuditSet
     shared by all its methods)."""
     import numpy as np
 
-    from xray_xai.defaults import DECISION_THRESHOLD
-
     t0 = time.perf_counter()
     random_faith, controls = score_controls(ctx, settings.control_faithfulness)
     labels = np.array([np.nan if r.label is None else r.label for r in ctx.inputs.records], dtype=float)
     known = np.isfinite(labels)
-    hits = (ctx.probs >= DECISION_THRESHOLD) == labels
+    hits = (ctx.probs >= ctx.threshold) == labels
     return {
         "name": getattr(model, "name", label),
         "fingerprint": model.fingerprint() if hasattr(model, "fingerprint") else "",

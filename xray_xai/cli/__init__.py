@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "train": "train:train",
     "evaluate": "train:evaluate",
     "predict": "train:predict",
+    "calibrate": "calibrate:calibrate",
     "models": "train:models",
     "import": "import_:import_",
     "explain": "explain:explain",

@@ -50,10 +50,9 @@ def _parse_range(text: str | None) -> list[int] | None:
 @click.option("--splits", default="train,test", show_default=True, help="Splits pooled (MURA 'valid' = 'test').")
 @click.option(
     "--threshold",
-    default=api.DECISION_THRESHOLD,
-    show_default=True,
     type=click.FloatRange(0, 1),
-    help="p(abnormal) cut.",
+    default=None,
+    help="p(abnormal) cut (default: the operating point recorded by calibrate, else 0.5).",
 )
 @click.option("--all-images", is_flag=True, help="Cluster every film, not only those predicted abnormal.")
 @click.option("--region", help="Only this region (e.g. wrist).")
@@ -97,7 +96,7 @@ def cluster(
     method: str,
     params: dict[str, Any],
     splits: str,
-    threshold: float,
+    threshold: float | None,
     all_images: bool,
     region: str | None,
     per_region: bool,
@@ -138,6 +137,8 @@ def cluster(
     if checkpoint is None and not model_name:
         raise click.UsageError("give --model NAME or --checkpoint PATH")
     k_range = _parse_range(select_k)
+    if threshold is None and not all_images:  # the model's recorded operating point (else 0.5)
+        threshold = api.resolve_threshold(api.resolve_model(model_name, checkpoint))
     if backend == "ray":
         refuse_on_ray("cluster", per_region=per_region, select_k_range=k_range, on=on)
         if min_cluster_size is not None:

@@ -43,7 +43,10 @@ from xray_xai.cli._common import STRICT_HELP, echo_json, handle_errors, parse_or
     help="Explain every image or only those predicted abnormal.",
 )
 @click.option(
-    "--threshold", type=float, default=api.DECISION_THRESHOLD, show_default=True, help="Decision threshold for --only."
+    "--threshold",
+    type=float,
+    default=None,
+    help="Decision threshold for --only (default: each model's operating point recorded by calibrate, else 0.5).",
 )
 @click.option("--limit", type=int, default=None, help="At most this many images.")
 @click.option(
@@ -109,7 +112,7 @@ def explain(
     dataset: str | None,
     split: str | None,
     only: Literal["all", "predicted-abnormal"],
-    threshold: float,
+    threshold: float | None,
     limit: int | None,
     out: Path,
     formats: str,

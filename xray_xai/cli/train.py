@@ -11,6 +11,7 @@ import click
 
 from xray_xai import api
 from xray_xai.cli._common import STRICT_HELP, echo_json, handle_errors, print_table
+from xray_xai.cli.calibrate import parse_levels, print_calibration
 
 
 def _fmt(v: Any) -> str:
@@ -206,6 +207,16 @@ def _head_options(hidden: str | None, dropout: float | None, init: str | None, m
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Write metrics + plots.")
 @click.option("--tta", is_flag=True, help="Average each film with its horizontal and vertical flips (3 passes).")
 @click.option("--strict", is_flag=True, help=STRICT_HELP)
+@click.option("--threshold", type=float, help="Decision threshold (default: the sidecar's operating point, else 0.5).")
+@click.option("--uncalibrated", is_flag=True, help="Use the model's raw probability, not the sidecar's calibration.")
+@click.option(
+    "--study-aggregation", type=click.Choice(api.STUDY_AGGREGATIONS), default="mean", show_default=True,
+    help="A study's probability from its views': mean (MURA), max or noisy-or.",
+)  # fmt: skip
+@click.option("--calibration-bins", default=10, show_default=True, type=click.IntRange(min=1), help="Bins for ECE.")
+@click.option("--adaptive-bins", is_flag=True, help="Equal-mass calibration bins (default: equal-width).")
+@click.option("--specificities", callback=parse_levels, help="Report sensitivity at these (default 0.90,0.95).")
+@click.option("--sensitivities", callback=parse_levels, help="Report specificity at these (default 0.90,0.95).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @handle_errors
 def evaluate(
@@ -221,12 +232,22 @@ def evaluate(
     out_dir: Path | None,
     tta: bool,
     strict: bool,
+    threshold: float | None,
+    uncalibrated: bool,
+    study_aggregation: str,
+    calibration_bins: int,
+    adaptive_bins: bool,
+    specificities: tuple[float, ...] | None,
+    sensitivities: tuple[float, ...] | None,
     as_json: bool,
 ) -> None:
-    """Image- and study-level metrics (AUROC, accuracy, precision, recall, specificity, F1, kappa) with 95% CIs.
+    """Image- and study-level metrics (AUROC, accuracy, precision, recall, specificity, F1, kappa) with 95% CIs,
+    and calibration (Brier, ECE, MCE, slope, intercept) with sensitivity at fixed specificities and vice versa.
 
-    A study's probability is the mean over its views (threshold 0.5). On MURA-layout data the per-region kappa
-    is shown beside the published radiologists and DenseNet-169 baseline (Rajpurkar et al. 2018, Table 1).
+    A study's probability is the mean over its views (--study-aggregation). The probability is the calibrated one
+    and the threshold the operating point recorded by `xray-xai calibrate` (else 0.5), never tuned on this split.
+    On MURA-layout data the per-region kappa is shown beside the published radiologists and DenseNet-169 baseline
+    (Rajpurkar et al. 2018, Table 1).
 
     \b
     Example:
@@ -249,11 +270,19 @@ def evaluate(
         progress=not as_json,
         tta=tta,
         strict=strict,
+        threshold=threshold,
+        uncalibrated=uncalibrated,
+        study_aggregation=study_aggregation,
+        calibration_bins=calibration_bins,
+        adaptive_bins=adaptive_bins,
+        specificities=specificities or api.DEFAULT_LEVELS,
+        sensitivities=sensitivities or api.DEFAULT_LEVELS,
     )
     if as_json:
         echo_json(result)
         return
     _print_evaluation(result)
+    print_calibration(result)
 
 
 def _print_evaluation(result: dict[str, Any]) -> None:
@@ -299,6 +328,12 @@ def _print_evaluation(result: dict[str, Any]) -> None:
 @click.option("--tta", is_flag=True, help="Average each film with its horizontal and vertical flips (3 passes).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write rows to a CSV file.")
 @click.option("--strict", is_flag=True, help=STRICT_HELP)
+@click.option("--threshold", type=float, help="Decision threshold (default: the sidecar's operating point, else 0.5).")
+@click.option("--uncalibrated", is_flag=True, help="Show the model's raw probability, not the sidecar's calibration.")
+@click.option(
+    "--study-aggregation", type=click.Choice(api.STUDY_AGGREGATIONS), default="mean", show_default=True,
+    help="A study's probability from its views': mean (MURA), max or noisy-or.",
+)  # fmt: skip
 @handle_errors
 def predict(
     model_name: str | None,
@@ -313,8 +348,14 @@ def predict(
     tta: bool,
     csv_path: Path | None,
     strict: bool,
+    threshold: float | None,
+    uncalibrated: bool,
+    study_aggregation: str,
 ) -> None:
     """Probability of abnormal per image (and per study: mean over its views); no labels needed.
+
+    The probability is calibrated when `xray-xai calibrate` recorded a calibration (the model's own is in
+    probability_raw) and the threshold is its operating point (else 0.5), unless --uncalibrated / --threshold.
 
     Inputs are PNG/JPEG/DICOM files or folders (each sub-folder a study), or a data set split. Unreadable files
     are skipped and listed on stderr (and, with --csv, in NAME.skipped.csv beside it); none readable is an error.
@@ -339,6 +380,9 @@ def predict(
         progress=not as_json,
         tta=tta,
         strict=strict,
+        threshold=threshold,
+        uncalibrated=uncalibrated,
+        study_aggregation=study_aggregation,
     )
     warned = [p for p in problems if p.severity == "warning"]
     problems = [p for p in problems if p.severity != "warning"]

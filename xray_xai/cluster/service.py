@@ -348,8 +348,11 @@ def _films_to_cluster(
     """Embed ``records`` (cached), keep the films with p(abnormal) >= ``threshold`` (all when None) and, with
     ``on="explanations"``, replace their features by ``explainer`` maps on a ``grid x grid`` grid."""
     from xray_xai.cluster.features import extract_explanation_features, extract_features
+    from xray_xai.models.calibration import calibrated
 
     fs = extract_features(model, records, batch_size=batch_size, cache_dir=cache_dir, progress=progress)
+    # the probability shown and cut is the calibrated one (the cache keeps the model's own)
+    fs.probabilities = calibrated(model, fs.probabilities).astype(np.float32)
     keep = np.ones(len(fs), dtype=bool) if threshold is None else fs.probabilities >= threshold
     selected = fs.subset(keep)
     skipped: list[Problem] = list(fs.skipped)

@@ -27,6 +27,8 @@ from xray_xai._util.device import model_device
 from xray_xai._util.slugs import output_stem, slug
 from xray_xai.defaults import DECISION_THRESHOLD, DEFAULT_METHOD
 from xray_xai.errors import PluginError, XrayXaiError, one_line
+from xray_xai.models.calibration import calibrated
+from xray_xai.models.operating import resolve_threshold
 from xray_xai.sdk.interfaces import Explainer, Explanation, Model
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -135,6 +137,8 @@ class ModelFilms:
     probabilities: np.ndarray
     methods: dict[str, MethodMaps] = field(default_factory=dict)
     threshold: float = DECISION_THRESHOLD
+    #: the model's own probabilities before the sidecar's calibration (equal to ``probabilities`` without one)
+    probabilities_raw: np.ndarray | None = None
 
     @property
     def study_probability(self) -> float:
@@ -201,7 +205,7 @@ def explain_prepared(
     predict: bool = False,
     keep_errors: bool = False,
     where: str = "the films",
-    threshold: float = DECISION_THRESHOLD,
+    threshold: float | None = None,
 ) -> list[ModelFilms]:
     """Explain a batch of prepared films with every model and explainer (one batch per model).
 
@@ -216,19 +220,36 @@ def explain_prepared(
             for name, explainer in explainers.items()
         }
         done = [m.explanation for m in methods.values() if m.explanation is not None]
-        probs = _predict(model, label, x, where) if predict or not done else np.asarray(done[0].probabilities)
+        for exp in done:
+            _calibrate_explanation(model, exp)
+        raw = (
+            _predict(model, label, x, where)
+            if predict or not done
+            else np.asarray(done[0].extras["probabilities_raw"], dtype=np.float64)
+        )
         out.append(
             ModelFilms(
                 label=label,
                 name=model.name or label,
                 fingerprint=_fingerprint(model),
                 films=[p.films[label] for p in prepared],
-                probabilities=np.asarray(probs, dtype=np.float64).reshape(-1),
+                probabilities=calibrated(model, np.asarray(raw, dtype=np.float64).reshape(-1)),
                 methods=methods,
-                threshold=threshold,
+                threshold=resolve_threshold(model, threshold)[0],
+                probabilities_raw=np.asarray(raw, dtype=np.float64).reshape(-1),
             )
         )
     return out
+
+
+def _calibrate_explanation(model: Model, exp: Explanation) -> None:
+    """Show the calibrated probability in the explanation (titles, items), the model's own kept in
+    ``extras["probabilities_raw"]``; applied once (:func:`xray_xai.models.calibration.calibrated`)."""
+    if "probabilities_raw" in exp.extras:
+        return
+    raw = np.asarray(exp.probabilities, dtype=np.float64).reshape(-1)
+    exp.extras["probabilities_raw"] = raw
+    exp.probabilities = calibrated(model, raw)
 
 
 def explain_films(
@@ -242,7 +263,7 @@ def explain_films(
     params: Mapping[str, dict[str, Any]] | None = None,
     predict: bool = True,
     keep_errors: bool = False,
-    threshold: float = DECISION_THRESHOLD,
+    threshold: float | None = None,
 ) -> list[ModelFilms]:
     """Probabilities and maps of decoded ``films`` (float ``(H, W)`` in [0, 1], e.g. the views of one study) under
     each loaded model, for each method (names, or ready explainers by name; None: the default method; ``()``:

@@ -24,7 +24,6 @@ from typing import Any, Literal
 import numpy as np
 
 from xray_xai._util.slugs import output_stem
-from xray_xai.defaults import DECISION_THRESHOLD
 from xray_xai.errors import DataError, PluginError, XrayXaiError, one_line
 from xray_xai.explain.engine import (
     ModelFilms,
@@ -114,7 +113,7 @@ class _Job:
     labels: list[str]
     explainers: dict[str, Explainer]
     target: str
-    threshold: float
+    threshold: float | None  #: None: each model's recorded operating point (else 0.5)
     only: Only
     result: ExplainResult
     outputs: Outputs | None
@@ -138,7 +137,7 @@ def explain(
     records: Sequence[Record] | None = None,
     checkpoint: str | Path | None = None,
     only: Only = "all",
-    threshold: float = DECISION_THRESHOLD,
+    threshold: float | None = None,
     out: str | Path | None = None,
     formats: Sequence[str] = FORMATS,
     per_member: bool = False,
@@ -157,10 +156,10 @@ def explain(
     as for the CLI, the API and the web page). Images come from
     ``records``, or ``inputs`` (files/folders), or the data set at ``data`` (``split``, ``dataset`` plugin name;
     auto-detected by default). ``only="predicted-abnormal"`` keeps the images that at least one model predicts
-    abnormal (probability >= ``threshold``). ``params`` maps a method name to its options. With ``out=None``
-    nothing is written and the explanations are returned in memory. Films whose stream ends early are explained with
-    a warning (``warnings``, ``warnings.csv``) when little is missing, skipped when ``strict``
-    (:func:`xray_xai.data.images.read_film`).
+    abnormal (probability >= ``threshold``; None: each model's recorded operating point, else 0.5). ``params`` maps
+    a method name to its options. With ``out=None`` nothing is written and the explanations are returned in
+    memory. Films whose stream ends early are explained with a warning (``warnings``, ``warnings.csv``) when little
+    is missing, skipped when ``strict`` (:func:`xray_xai.data.images.read_film`).
     """
     from xray_xai._util.progress import ticker
 
@@ -271,14 +270,15 @@ def _explain_batch(job: _Job, batch: Sequence[int]) -> None:
     indices = [i for i, _ in prepared]
     at = where([str(job.recs[i].path) for i in indices])
     runs = explain_prepared(
-        [p for _, p in prepared], job.models, job.labels, job.explainers, target=job.target, where=at
-    )
+        [p for _, p in prepared], job.models, job.labels, job.explainers, target=job.target, where=at,
+        threshold=job.threshold,
+    )  # fmt: skip
     for j, i in enumerate(indices):
         rec, stem = job.recs[i], job.stems[i]
         for run in runs:
             for method in job.methods:
                 exp = run.explanation(method)
-                item = _item(rec, stem, run.label, method, exp, j, job.threshold)
+                item = _item(rec, stem, run.label, method, exp, j, run.threshold)
                 if job.outputs is None:
                     item["explanation"] = _slice(exp, j)
                     item["film"] = run.films[j]
@@ -347,11 +347,11 @@ def _select_abnormal(job: _Job, prepared: list[tuple[int, PreparedFilm]]) -> lis
     """Keep images that at least one model predicts abnormal (so comparison figures stay complete)."""
     at = where([str(job.recs[i].path) for i, _ in prepared])
     runs: list[ModelFilms] = explain_prepared(
-        [p for _, p in prepared], job.models, job.labels, {}, predict=True, where=at
+        [p for _, p in prepared], job.models, job.labels, {}, predict=True, where=at, threshold=job.threshold
     )
     keep = np.zeros(len(prepared), dtype=bool)
     for run in runs:
-        keep |= run.probabilities >= job.threshold
+        keep |= run.probabilities >= run.threshold
     return [q for q, k in zip(prepared, keep, strict=True) if k]
 
 
@@ -379,6 +379,7 @@ def _item(
 ) -> dict[str, Any]:
     meta = exp.metadata(j)
     prob = float(exp.probabilities[j])
+    raw = exp.extras.get("probabilities_raw")
     return {
         "image_id": rec.image_id,
         "stem": stem,
@@ -390,6 +391,7 @@ def _item(
         "model_label": label,
         **meta,
         "probability": prob,
+        "probability_raw": float(raw[j]) if raw is not None else prob,
         "predicted": "abnormal" if prob >= threshold else "normal",
         "threshold": threshold,
     }

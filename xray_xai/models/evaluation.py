@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xray_xai._util.fsutil import atomic_path, atomic_write_json, write_skipped_csv
-from xray_xai.defaults import DECISION_THRESHOLD
+from xray_xai._util.fsutil import atomic_write_json, atomic_write_text, write_skipped_csv
+from xray_xai.defaults import DECISION_THRESHOLD, DEFAULT_LEVELS
 from xray_xai.errors import DataError, PluginError, XrayXaiError, one_line
 from xray_xai.sdk.interfaces import Model, Problem, Record
 
@@ -109,12 +109,17 @@ def predict_records(
     return [recs[i] for i in kept], out, list(getattr(ds, "skipped", []))
 
 
-def _level(y: Any, p: Any, regions: Sequence[str | None], bootstrap: int, seed: int) -> dict[str, Any]:
+def _level(
+    y: Any, p: Any, regions: Sequence[str | None], bootstrap: int, seed: int, threshold: float = DECISION_THRESHOLD
+) -> dict[str, Any]:
     from xray_xai.models.metrics import binary_metrics, bootstrap_metrics, per_region
 
-    overall = binary_metrics(y, p)
-    overall["ci95"] = bootstrap_metrics(y, p, n=bootstrap, seed=seed) if bootstrap else None
-    return {"overall": overall, "per_region": per_region(y, p, regions, bootstrap=bootstrap, seed=seed)}
+    overall = binary_metrics(y, p, threshold)
+    overall["ci95"] = bootstrap_metrics(y, p, threshold, n=bootstrap, seed=seed) if bootstrap else None
+    return {
+        "overall": overall,
+        "per_region": per_region(y, p, regions, threshold, bootstrap=bootstrap, seed=seed),
+    }
 
 
 def evaluate(
@@ -134,55 +139,109 @@ def evaluate(
     progress: bool = False,
     tta: bool = False,
     strict: bool = False,
+    threshold: float | None = None,
+    uncalibrated: bool = False,
+    study_aggregation: str = "mean",
+    calibration_bins: int = 10,
+    adaptive_bins: bool = False,
+    specificities: Sequence[float] = DEFAULT_LEVELS,
+    sensitivities: Sequence[float] = DEFAULT_LEVELS,
 ) -> dict[str, Any]:
     """Image- and study-level metrics of a model on ``split``, overall and per region, with 95% bootstrap CIs.
 
-    ``tta``: score each film by the mean over it and its flips (:func:`predict_records`).
-
-    With ``out_dir``: ``metrics.json``, ``roc.png``, ``confusion.png`` and ``skipped.csv`` (unreadable films, also
-    under ``"skipped"``) are written there, and ``warnings.csv`` (films kept despite damage, also under
-    ``"warnings"``; ``strict`` skips them instead).
+    ``tta``: score each film by the mean over it and its flips (:func:`predict_records`). The probability is the
+    calibrated one (``uncalibrated``: raw) and the threshold ``threshold``, else the sidecar's operating point, else
+    0.5 (:func:`xray_xai.models.operating.resolve_threshold`). Calibration and operating points:
+    :func:`xray_xai.models.clinical.clinical_section`. With ``out_dir``: ``metrics.json``, ``predictions.csv``,
+    ``roc.png``, ``pr.png``, ``reliability.png``, ``confusion.png``, ``skipped.csv`` (unreadable films, also under
+    ``"skipped"``) and ``warnings.csv`` (films kept despite damage, ``"warnings"``; ``strict`` skips them instead).
     """
-    import numpy as np
-
-    from xray_xai.models.metrics import study_regions, study_scores
+    from xray_xai.models.calibration import calibrator_of
+    from xray_xai.models.clinical import clinical_section
 
     model = resolve_model(model_name_or_path, checkpoint)
     ds_name, records = _labelled_records(data_root, dataset, dataset_options, split, max_images)
     warned: list[Problem] = []
-    kept, probs, skipped = predict_records(
+    kept, raw, skipped = predict_records(
         model, records, batch_size=batch_size, device=device, progress=progress, tta=tta, strict=strict,
         warnings=warned,
     )  # fmt: skip
     if not kept:
         raise DataError(data_root, f"none of the {len(records)} images of split {split!r} could be read")
-    y = np.array([int(r.label or 0) for r in kept])
-    image = _level(y, probs, [r.region for r in kept], bootstrap, seed)
-    s_ids, s_y, s_p = study_scores(kept, probs)
-    s_region = study_regions(kept)
-    study = _level(s_y, s_p, [s_region[s] for s in s_ids], bootstrap, seed)
+    scored = _scored(model, kept, raw, threshold, uncalibrated, study_aggregation, bootstrap, seed)
+    cal = None if uncalibrated else calibrator_of(model)
     result: dict[str, Any] = {
         "model": getattr(model, "name", str(model_name_or_path)),
         "checkpoint": str(checkpoint or getattr(model, "checkpoint_path", None) or model_name_or_path),
         "dataset": ds_name,
         "data_root": str(data_root),
         "split": split,
-        "threshold": DECISION_THRESHOLD,
+        "threshold": scored["threshold"],
+        "threshold_source": scored["threshold_source"],
+        "probability": f"calibrated ({cal.method})" if cal is not None else "uncalibrated",
+        "study_aggregation": study_aggregation,
         "tta": tta,
         "bootstrap": bootstrap,
         "seed": seed,
         "n_images": len(kept),
-        "n_studies": len(s_ids),
-        "image": image,
-        "study": study,
+        "n_studies": scored["study"]["overall"]["n"],
+        "image": scored["image"],
+        "study": scored["study"],
         "skipped": [{"path": p.path, "problem": p.problem} for p in skipped],
         "warnings": [{"path": p.path, "problem": p.problem} for p in warned],
     }
-    _add_mura_reference(result, ds_name, study)
+    _add_mura_reference(result, ds_name, scored["study"])
+    options = {"bins": calibration_bins, "adaptive": adaptive_bins, "specificities": tuple(specificities),
+               "sensitivities": tuple(sensitivities), "bootstrap": bootstrap, "seed": seed}  # fmt: skip
+    in_use = (scored["threshold"], scored["threshold_source"])
+    section, curves = clinical_section(
+        model, kept, scored["y"], raw, scored["probs"], study_aggregation, in_use, uncalibrated, options
+    )
+    result.update(section)
     if out_dir is not None:
-        curves = {"image": (y, probs), "study": (s_y, s_p)}
+        curves["predictions"] = _prediction_rows(kept, scored["y"], scored["probs"], raw, scored["threshold"])
         result["files"] = _write_evaluation(Path(out_dir), result, curves, skipped, warned)
     return result
+
+
+def _scored(
+    model: Model,
+    kept: Sequence[Record],
+    raw: np.ndarray,
+    threshold: float | None,
+    uncalibrated: bool,
+    aggregation: str,
+    bootstrap: int,
+    seed: int,
+) -> dict[str, Any]:
+    """The probabilities shown (:func:`~xray_xai.models.calibration.calibrated`), the threshold in use
+    (:func:`~xray_xai.models.operating.resolve_threshold`) and the image- and study-level metrics at it."""
+    import numpy as np
+
+    from xray_xai.models.calibration import calibrated
+    from xray_xai.models.metrics import study_regions, study_scores
+    from xray_xai.models.operating import resolve_threshold
+
+    probs = calibrated(model, raw, raw=uncalibrated)
+    cut, source = resolve_threshold(model, threshold, raw=uncalibrated)
+    y = np.array([int(r.label or 0) for r in kept])
+    s_ids, s_y, s_p = study_scores(kept, probs, aggregation)
+    s_region = study_regions(kept)
+    return {
+        "probs": probs, "y": y, "threshold": cut, "threshold_source": source,
+        "image": _level(y, probs, [r.region for r in kept], bootstrap, seed, cut),
+        "study": _level(s_y, s_p, [s_region[s] for s in s_ids], bootstrap, seed, cut),
+    }  # fmt: skip
+
+
+def _prediction_rows(
+    kept: Sequence[Record], y: np.ndarray, probs: np.ndarray, raw: np.ndarray, cut: float
+) -> list[dict[str, Any]]:
+    return [
+        {"path": str(r.path), "study": r.study, "region": r.region, "label": int(lab), "probability": float(q),
+         "prediction": "abnormal" if q >= cut else "normal", "probability_raw": float(q_raw), "threshold": cut}
+        for r, lab, q, q_raw in zip(kept, y, probs, raw, strict=True)
+    ]  # fmt: skip
 
 
 def _labelled_records(
@@ -219,75 +278,39 @@ def _add_mura_reference(result: dict[str, Any], ds_name: str, study: dict[str, A
 def _write_evaluation(
     out: Path,
     result: dict[str, Any],
-    curves: dict[str, tuple[Any, Any]],
+    curves: dict[str, Any],
     skipped: list[Problem],
     warned: list[Problem],
 ) -> dict[str, str]:
-    """``roc.png``, ``confusion.png``, ``skipped.csv``/``warnings.csv`` and ``metrics.json`` under ``out``."""
+    """``roc.png``, ``pr.png``, ``reliability.png``, ``confusion.png``, ``skipped.csv``/``warnings.csv`` and
+    ``metrics.json`` under ``out``."""
+    from xray_xai.models.evaluation_figures import plot_confusion, plot_pr, plot_reliability, plot_roc
+
     files = {
-        "roc": str(_plot_roc(out / "roc.png", curves)),
-        "confusion": str(
-            _plot_confusion(out / "confusion.png", result["image"]["overall"], result["study"]["overall"])
-        ),
+        "roc": str(plot_roc(out / "roc.png", curves["curves"])),
+        "pr": str(plot_pr(out / "pr.png", curves["curves"])),
+        "reliability": str(plot_reliability(out / "reliability.png", curves["reliability"])),
+        "confusion": str(plot_confusion(out / "confusion.png", result["image"]["overall"], result["study"]["overall"])),
         "skipped": str(write_skipped_csv(out / "skipped.csv", skipped, warnings=warned)),
         "warnings": str(out / "warnings.csv"),
+        "predictions": str(_write_rows(out / "predictions.csv", curves["predictions"])),
         "metrics": str(out / "metrics.json"),
     }
     atomic_write_json(out / "metrics.json", {**result, "files": files})
     return files
 
 
-def _figure(figsize: tuple[float, float]) -> Any:
-    """A figure on an Agg canvas of its own: pyplot and the process's matplotlib backend are left alone."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """The per-film predictions ``evaluate`` scored (label, probability shown, raw probability) as CSV."""
+    import csv
+    import io
 
-    fig = Figure(figsize=figsize)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _plot_roc(path: Path, curves: dict[str, tuple[Any, Any]]) -> Path:
-    from sklearn.metrics import roc_curve
-
-    from xray_xai.models.metrics import auroc
-
-    fig = _figure((4.5, 4.5))
-    ax = fig.subplots()
-    for label, (y, p) in curves.items():
-        auc = auroc(y, p)
-        if auc is None:
-            continue
-        fpr, tpr, _ = roc_curve(y, p)
-        ax.plot(fpr, tpr, label=f"{label} (AUROC {auc:.3f})")
-    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-    ax.set_xlabel("1 - specificity")
-    ax.set_ylabel("sensitivity")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    return path
-
-
-def _plot_confusion(path: Path, image: dict[str, Any], study: dict[str, Any]) -> Path:
-    import numpy as np
-
-    fig = _figure((7, 3.5))
-    axes = fig.subplots(1, 2)
-    for ax, (title, m) in zip(axes, (("image", image), ("study", study)), strict=True):
-        mat = np.array([[m["tn"], m["fp"]], [m["fn"], m["tp"]]])
-        ax.imshow(mat, cmap="Blues")
-        for (i, j), v in np.ndenumerate(mat):
-            ax.text(j, i, str(v), ha="center", va="center")
-        ax.set_xticks([0, 1], ["normal", "abnormal"])
-        ax.set_yticks([0, 1], ["normal", "abnormal"])
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(f"{title} level")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
+    buf = io.StringIO()
+    fields = ["path", "study", "region", "label", "probability", "prediction", "probability_raw", "threshold"]
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
     return path
 
 
@@ -301,13 +324,21 @@ def predict(
     checkpoint: str | Path | None = None,
     batch_size: int = 32,
     device: str = "cpu",
-    threshold: float = DECISION_THRESHOLD,
+    threshold: float | None = None,
     dataset_options: dict[str, Any] | None = None,
     progress: bool = False,
     tta: bool = False,
     strict: bool = False,
+    uncalibrated: bool = False,
+    study_aggregation: str = "mean",
 ) -> tuple[list[dict[str, Any]], list[Problem]]:
-    """Per-image rows ``{path, study, region, label, probability, prediction, study_probability}``, and skipped files.
+    """Per-image rows ``{path, study, region, label, probability, prediction, study_probability, probability_raw,
+    threshold}``, and skipped files.
+
+    ``probability`` is calibrated when the sidecar holds a calibration (``uncalibrated``: raw), ``probability_raw``
+    is the model's own; ``threshold`` None: the sidecar's operating point, else 0.5
+    (:func:`xray_xai.models.operating.resolve_threshold`); ``study_probability`` aggregates the study's views by
+    ``study_aggregation`` (mean, max, noisy-or).
 
     ``inputs`` are image files or folders (study rule: :mod:`xray_xai.data.records`; a loose film is its own study,
     a sub-folder's films one study, a MURA-layout path names its study and label), or give
@@ -333,10 +364,16 @@ def predict(
     )
     if not kept:  # nothing could be read: an error, not an empty table
         _raise_nothing_read(problems + skipped, len(records), data_root)
-    s_ids, _, s_p = study_scores(kept, probs)
+    from xray_xai.models.calibration import calibrated
+    from xray_xai.models.operating import resolve_threshold
+
+    raw = probs
+    probs = calibrated(m, raw, raw=uncalibrated)
+    threshold, _ = resolve_threshold(m, threshold, raw=uncalibrated)
+    s_ids, _, s_p = study_scores(kept, probs, study_aggregation)
     per_study = dict(zip(s_ids, s_p.tolist(), strict=True))
     rows = []
-    for rec, p in zip(kept, probs.tolist(), strict=True):
+    for rec, p, p_raw in zip(kept, probs.tolist(), raw.tolist(), strict=True):
         rows.append(
             {
                 "path": str(rec.path),
@@ -346,6 +383,8 @@ def predict(
                 "probability": float(p),
                 "prediction": "abnormal" if p >= threshold else "normal",
                 "study_probability": per_study[rec.study] if rec.study else None,
+                "probability_raw": float(p_raw),
+                "threshold": threshold,
             }
         )
     return rows, problems + skipped + warned

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xray_xai.defaults import DECISION_THRESHOLD
+from xray_xai.defaults import DECISION_THRESHOLD, STUDY_AGGREGATIONS
 
 if TYPE_CHECKING:  # pragma: no cover
     from xray_xai.sdk.interfaces import Record
@@ -24,14 +24,18 @@ __all__ = [
     "METRIC_NAMES",
     "MURA_PUBLISHED_KAPPA",
     "MURA_REFERENCE",
+    "STUDY_AGGREGATIONS",
+    "aggregate_views",
     "auroc",
     "binary_metrics",
     "bootstrap_ci",
+    "bootstrap_indices",
     "bootstrap_metrics",
     "cohen_kappa",
     "confusion",
     "kappa_table",
     "per_region",
+    "percentile_interval",
     "study_regions",
     "study_scores",
 ]
@@ -169,6 +173,23 @@ def binary_metrics(y: Any, p: Any, threshold: float = DECISION_THRESHOLD) -> dic
     return out
 
 
+def bootstrap_indices(size: int, n: int = 1000, seed: int = 0) -> np.ndarray:
+    """The ``(n, size)`` row indices of ``n`` percentile-bootstrap resamples (with replacement), drawn from
+    ``default_rng(seed)``: every bootstrap of this package (these metrics, calibration) resamples the same rows."""
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.integers(0, size, size) for _ in range(n)]) if n > 0 else np.zeros((0, size), dtype=np.int64)
+
+
+def percentile_interval(values: Any, alpha: float = 0.05) -> list[float] | None:
+    """``[low, high]`` percentiles of the finite ``values`` (None, NaN dropped); ``None`` if none is left."""
+    v = np.asarray([np.nan if x is None else x for x in np.asarray(values, dtype=object).ravel()], dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return None
+    lo, hi = np.percentile(v, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return [float(lo), float(hi)]
+
+
 def bootstrap_ci(
     y: Any,
     p: Any,
@@ -185,17 +206,8 @@ def bootstrap_ci(
     ya, pa = _arrays(y, p)
     if ya.size == 0 or n <= 0:
         return None
-    rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(n):
-        idx = rng.integers(0, ya.size, ya.size)
-        v = metric_fn(ya[idx], pa[idx])
-        if v is not None and not np.isnan(v):
-            vals.append(float(v))
-    if not vals:
-        return None
-    lo, hi = np.percentile(vals, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(lo), float(hi)
+    interval = percentile_interval([metric_fn(ya[idx], pa[idx]) for idx in bootstrap_indices(ya.size, n, seed)], alpha)
+    return None if interval is None else (interval[0], interval[1])
 
 
 def bootstrap_metrics(
@@ -209,8 +221,7 @@ def bootstrap_metrics(
     ya, pa = _arrays(y, p)
     if ya.size == 0 or n <= 0:
         return dict.fromkeys(METRIC_NAMES)
-    rng = np.random.default_rng(seed)
-    idx = np.stack([rng.integers(0, ya.size, ya.size) for _ in range(n)])
+    idx = bootstrap_indices(ya.size, n, seed)
     yb, pb = ya[idx], pa[idx]
     predb = pb >= threshold
     yt = yb == 1
@@ -224,18 +235,31 @@ def bootstrap_metrics(
     values["auroc"] = _auroc_rows(yb, pb)
     out: dict[str, list[float] | None] = {}
     for name in METRIC_NAMES:
-        v = values[name]
-        v = v[~np.isnan(v)]
-        if v.size == 0:
-            out[name] = None
-        else:
-            lo, hi = np.percentile(v, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-            out[name] = [float(lo), float(hi)]
+        out[name] = percentile_interval(values[name], alpha)
     return out
 
 
-def study_scores(records: Sequence[Record], probs: Any) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Study-level ``(study_ids, labels, probabilities)``: a study's probability is the mean over its views.
+def aggregate_views(probs: Any, how: str = "mean") -> float:
+    """One study's probability from its views' ``probs`` by ``how`` (:data:`STUDY_AGGREGATIONS`): MURA's published
+    mean, the maximum (one abnormal view is enough), or noisy-or ``1 - prod(1 - p)`` (views as independent
+    detectors)."""
+    pa = np.asarray(probs, dtype=np.float64).ravel()
+    if pa.size == 0:
+        raise ValueError("a study needs at least one view")
+    if how == "mean":
+        return float(pa.mean())
+    if how == "max":
+        return float(pa.max())
+    if how == "noisy-or":
+        return float(1.0 - np.prod(1.0 - pa))
+    raise ValueError(f"unknown study aggregation {how!r}; choose from {', '.join(STUDY_AGGREGATIONS)}")
+
+
+def study_scores(
+    records: Sequence[Record], probs: Any, aggregate: str = "mean"
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Study-level ``(study_ids, labels, probabilities)``: a study's probability is the mean over its views
+    (``aggregate``: ``max`` or ``noisy-or`` instead, :func:`aggregate_views`).
 
     Studies keep the order of their first image; an image without a study is its own study. A study's label is
     that of its images (MURA labels studies); if its images disagree the study counts as abnormal.
@@ -243,20 +267,18 @@ def study_scores(records: Sequence[Record], probs: Any) -> tuple[list[str], np.n
     pa = np.asarray(probs, dtype=np.float64).ravel()
     if len(records) != pa.size:
         raise ValueError(f"{len(records)} records but {pa.size} probabilities")
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
+    views: dict[str, list[float]] = {}
     labels: dict[str, int] = {}
     for rec, prob in zip(records, pa, strict=True):
         sid = rec.study or rec.image_id
-        sums[sid] = sums.get(sid, 0.0) + float(prob)
-        counts[sid] = counts.get(sid, 0) + 1
+        views.setdefault(sid, []).append(float(prob))
         lab = -1 if rec.label is None else int(rec.label)
         labels[sid] = max(labels.get(sid, -1), lab)
-    ids = list(sums)
+    ids = list(views)
     return (
         ids,
         np.array([labels[s] for s in ids], dtype=np.int64),
-        np.array([sums[s] / counts[s] for s in ids], dtype=np.float64),
+        np.array([aggregate_views(views[s], aggregate) for s in ids], dtype=np.float64),
     )
 
 

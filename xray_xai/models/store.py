@@ -47,6 +47,7 @@ __all__ = [
     "read_sidecar",
     "resolve",
     "save_model",
+    "update_sidecar",
 ]
 
 WEIGHTS = "model.safetensors"
@@ -176,6 +177,30 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict) or "name" not in data:
         raise CheckpointError(side, "not an xray-xai sidecar (no 'name')")
     return data
+
+
+def update_sidecar(weights: str | Path, updates: dict[str, Any]) -> Path:
+    """Set top-level ``updates`` (e.g. ``calibration``, ``operating_points``) in the sidecar of the checkpoint whose
+    weights file is ``weights``, atomically (a temporary file renamed over it: a reader sees the old or the new
+    sidecar, never half of one). The weights are not touched, so their fingerprint and checksum stay; they are
+    checked against the sidecar first, so the entry never lands beside other weights. Returns the sidecar path."""
+    from xray_xai._util.fsutil import atomic_write_text
+
+    w = Path(weights)
+    side = w.with_name(SIDECAR) if (w.with_name(SIDECAR)).is_file() else w.with_suffix(".json")
+    data = read_sidecar(side)
+    clash = sorted(set(updates) & set(_RESERVED))
+    if clash:
+        raise ValueError(f"may not update reserved sidecar keys: {', '.join(clash)}")
+    expected = data.get("weights_sha256")
+    if expected and sha256_file(w) != expected:
+        raise CheckpointError(w, "checksum differs from the sidecar's: truncated or modified file; not updating it")
+    data.update(updates)
+    try:
+        atomic_write_text(side, json.dumps(data, indent=2, default=_json_default) + "\n")
+    except OSError as exc:
+        raise CheckpointError(side, f"cannot write the sidecar ({exc.strerror or exc})") from None
+    return side
 
 
 def latest(name: str) -> Path | None:

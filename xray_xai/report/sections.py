@@ -154,11 +154,47 @@ def evaluation_section(ev: Mapping[str, Any]) -> str:
             f"<th>radiologist 3</th><th>DenseNet-169 (paper)</th></tr>{kappa_rows}</table>"
             f"<p class='muted'>{_e(ev.get('kappa_reference', ''))}</p>"
         )
+    parts.append(_calibration_table(ev))
     files = ev.get("files") or {}
     plots = _png_file(files.get("roc"), "ROC curves") + _png_file(files.get("confusion"), "confusion matrices")
+    plots += _png_file(files.get("reliability"), "reliability diagram") + _png_file(files.get("pr"), "PR curves")
     if plots:
         parts.append(f"<div class='plots'>{plots}</div>")
     return "".join(parts)
+
+
+_CAL_COLUMNS = (("brier", "Brier"), ("ece", "ECE"), ("mce", "MCE"), ("slope", "slope"), ("intercept", "intercept"))
+
+
+def _calibration_table(ev: Mapping[str, Any]) -> str:
+    """Calibration of the probabilities (image level, before and after the sidecar's calibration) and the metrics at
+    each operating point; empty for an evaluation without them."""
+    cal = (ev.get("calibration") or {}).get("image")
+    if not isinstance(cal, Mapping):
+        return ""
+    head = "".join(f"<th>{_e(label)}</th>" for _, label in _CAL_COLUMNS)
+    blocks = [(f"{ev.get('probability', '')} probability", cal.get("overall") or {})]
+    before = (ev.get("calibration_uncalibrated") or {}).get("image")
+    if isinstance(before, Mapping):
+        blocks.append(("uncalibrated", before.get("overall") or {}))
+    rows = "".join(
+        f"<tr><th>{_e(name)}</th>{_cell(m.get('mean_probability'))}{_cell(m.get('prevalence'))}"
+        + "".join(_metric_cell(m, key) for key, _ in _CAL_COLUMNS)
+        + "</tr>"
+        for name, m in blocks
+    )
+    points = "".join(
+        f"<tr><th>{_e(p.get('name'))}{' (in use)' if p.get('in_use') else ''}</th>{_cell(p.get('threshold'))}"
+        f"{_cell(p['image'].get('sensitivity'))}{_cell(p['image'].get('specificity'))}"
+        f"{_cell(p['image'].get('share_positive'))}</tr>"
+        for p in ev.get("operating_points") or []
+    )
+    return (
+        "<h3>Calibration (image level)</h3><table><tr><th>probability</th><th>mean p</th><th>prevalence</th>"
+        f"{head}</tr>{rows}</table><h3>Operating points (thresholds fixed before this split)</h3><table><tr>"
+        "<th>point</th><th>threshold</th><th>sensitivity</th><th>specificity</th><th>called abnormal</th></tr>"
+        f"{points}</table>"
+    )
 
 
 def clustering_section(cl: Mapping[str, Any]) -> str:

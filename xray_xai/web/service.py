@@ -217,7 +217,7 @@ class Analysis:
 
     images: list[dict[str, Any]]
     results: list[tuple[str, Any]]  # (model key, xray_xai.explain.engine.ModelFilms)
-    threshold: float = api.DECISION_THRESHOLD
+    threshold: float | None = None  #: given for every model; None: each model's own (``results[i].threshold``)
     created: float = field(default_factory=time.time)
 
     def file_names(self, mi: int, method: str, view: int) -> dict[str, str]:
@@ -248,9 +248,14 @@ class Analysis:
         return {
             "images": self.images,
             "n_views": len(self.images),
-            "threshold": self.threshold,
+            "threshold": self.threshold if self.threshold is not None else self._common_threshold(),
             "results": [self._model_dict(mi, link, maps) for mi in range(len(self.results))],
         }
+
+    def _common_threshold(self) -> float | None:
+        """The threshold when every model uses the same one (None when they differ)."""
+        values = {float(run.threshold) for _, run in self.results}
+        return values.pop() if len(values) == 1 else None
 
     def _model_dict(self, mi: int, link: Callable[[str], str] | None, maps: bool) -> dict[str, Any]:
         key, run = self.results[mi]
@@ -259,6 +264,11 @@ class Analysis:
             "name": run.name,
             "fingerprint": run.fingerprint,
             "probabilities": [round(float(p), 6) for p in run.probabilities],
+            "probabilities_raw": [
+                round(float(p), 6)
+                for p in (run.probabilities_raw if run.probabilities_raw is not None else run.probabilities)
+            ],
+            "threshold": run.threshold,
             "study_score": round(run.study_probability, 6),
             "prediction": run.prediction,
         }
@@ -296,10 +306,12 @@ def analyse(
     methods: Sequence[str] = (),
     *,
     seed: int = 0,
-    threshold: float = api.DECISION_THRESHOLD,
+    threshold: float | None = None,
 ) -> Analysis:
     """Probabilities of every film under each model (and the study score, their mean), plus heatmaps for
-    ``methods``. A method that cannot explain a model (missing capability) is reported in its result, not raised."""
+    ``methods``. A method that cannot explain a model (missing capability) is reported in its result, not raised.
+    Probabilities are calibrated and ``threshold`` None is each model's operating point, as recorded in its sidecar
+    by ``xray-xai calibrate`` (else 0.5); the model's own probability is kept as ``probabilities_raw``."""
     keys = list(dict.fromkeys(model_keys))
     if not keys:
         raise RequestError("no model chosen")
