@@ -172,5 +172,6 @@ def print_calibration(result: dict[str, Any]) -> None:
             points.append([p["name"] + (" *" if p["in_use"] else ""), _fmt(p["threshold"]), level,
                            *(_fmt(m[k]) for k in ("sensitivity", "specificity", "precision", "share_positive")),
                            val])  # fmt: skip
-    print_table(("point", "threshold", "level", "sensitivity", "specificity", "PPV", "called abnormal", "val sens/spec"),
-                points, title=f"operating points (in use: {_fmt(result['threshold'])}, {result['threshold_source']})")
+    heads = ("point", "threshold", "level", "sensitivity", "specificity", "PPV", "called abnormal", "val sens/spec")
+    in_use = f"{_fmt(result['threshold'])}, {result['threshold_source']}"
+    print_table(heads, points, title=f"operating points (in use: {in_use})")
