@@ -347,11 +347,11 @@ def _burn_marker(img: np.ndarray, vp: ViewParams) -> tuple[np.ndarray, tuple[int
 
 
 def burn_token(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
-    """Burn a shortcut token into ``img`` (float, in place): a bright disc with a dark rim, about a sixth of the
+    """Burn a shortcut token into ``img`` (float, in place): a bright disc with a dark rim, about 0.3 of the
     shorter side across, at a random place (a sticker or a lead marker that has nothing to do with the anatomy).
     Returns its mask and box ``[x0, y0, x1, y1]`` (x1, y1 exclusive)."""
     h, w = img.shape
-    d = max(6, round(0.17 * min(h, w)))
+    d = max(6, round(0.3 * min(h, w)))
     x0 = int(rng.integers(1, max(2, w - d)))
     y0 = int(rng.integers(1, max(2, h - d)))
     yy, xx = np.mgrid[0:d, 0:d].astype(np.float32) + 0.5
