@@ -1,5 +1,6 @@
 """The forest plot of subgroup AUROCs: one line per subgroup (point and 95% interval), the overall AUROC as a dashed
-line, subgroups flagged on any metric in red. Drawn on an Agg canvas of its own (pyplot is left alone)."""
+line; subgroups flagged on AUROC in red, flagged on sensitivity or specificity only in orange. Drawn on an Agg
+canvas of its own (pyplot is left alone)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def forest_plot(path: Path, table: Mapping[str, Any], metric: str = "auroc") -> 
     ax = fig.subplots()
     for i, row in enumerate(rows):
         y = len(rows) - 1 - i
-        colour = "#cf222e" if row.get("flagged") else "#1d232a"
+        flags = row.get("flagged") or []
+        colour = "#cf222e" if metric in flags else "#bc4c00" if flags else "#1d232a"
         ci = row.get(f"{metric}_ci95")
         if ci:
             ax.plot(ci, [y, y], color=colour, lw=1.4)
@@ -40,7 +42,8 @@ def forest_plot(path: Path, table: Mapping[str, Any], metric: str = "auroc") -> 
         ax.legend(loc="lower left", fontsize=7)
     ax.axvline(0.5, color="#d0d7de", lw=0.8)
     ax.set_xlim(0.0, 1.0)
-    ax.set_xlabel(f"{metric.upper() if metric == 'auroc' else metric} with 95% bootstrap interval (* flagged: red)")
+    name = metric.upper() if metric == "auroc" else metric
+    ax.set_xlabel(f"{name}, 95% bootstrap interval (* flagged: red on {name}, orange on another metric)")
     if not rows:
         ax.text(0.5, 0.5, "no subgroup with a defined value", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()

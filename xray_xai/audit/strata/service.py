@@ -11,7 +11,7 @@ metadata always come from the data set. Then:
    or those named), with the concept test when the model is there and ``tcav`` is on.
 
 Files in ``out_dir``: ``strata.json`` (everything returned), ``predictions.csv`` (the probabilities used),
-``forest.png`` (subgroup AUROCs with intervals, flagged rows in red), ``report.html`` (self-contained) with
+``forest.png`` (subgroup AUROCs with intervals, flagged rows in colour), ``report.html`` (self-contained) with
 ``report.json``, and with clusters a ``clusters/`` folder as ``xray-xai cluster`` writes it.
 """
 
