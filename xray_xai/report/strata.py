@@ -29,7 +29,12 @@ def _p(row: Mapping[str, Any], metric: str) -> str:
     if not test:
         return "<td class='num muted'>–</td>"
     cls = "num fail" if test.get("flagged") else "num"
-    return f"<td class='{cls}'>{_e(_num(test.get('p_adjusted'), 4))}</td>"
+    return f"<td class='{cls}'>{_e(_pval(test.get('p_adjusted')))}</td>"
+
+
+def _pval(p: Any) -> str:
+    """Two significant digits, so that 3e-05 is not shown as 0.0000."""
+    return "–" if p is None else f"{float(p):.2g}"
 
 
 def _rows_table(rows: Sequence[Mapping[str, Any]], first: str = "subgroup") -> str:
@@ -58,7 +63,7 @@ def _shortcut_block(sc: Mapping[str, Any]) -> str:
             f"<li>{_e(label)}: mean p(abnormal) with {_e(_num(d.get('mean_with')))} (n={_e(d.get('n_with'))}), "
             f"without {_e(_num(d.get('mean_without')))} (n={_e(d.get('n_without'))}); difference "
             f"{_e(format_stat({'mean': d.get('difference'), 'ci': d.get('ci95')}))}, Mann-Whitney p "
-            f"{_e(_num(d.get('p'), 4))}</li>"
+            f"{_e(_pval(d.get('p')))}</li>"
         )
     parts.append("<ul>" + "".join(dep) + "</ul>")
     ct = sc.get("concept_test")
@@ -69,7 +74,7 @@ def _shortcut_block(sc: Mapping[str, Any]) -> str:
             f"{_e(ct.get('n_concept'))} films per concept, {_e(ct.get('n_inputs'))} abnormal input films: score "
             f"{_e(_num(ct.get('score')))} ± {_e(_num(ct.get('score_sd')))} against random concepts "
             f"{_e(_num(ct.get('random_score')))} ± {_e(_num(ct.get('random_score_sd')))}; t-test p "
-            f"{_e(_num(ct.get('p'), 4))}: <b class='{'fail' if ct.get('significant') else 'pass'}'>"
+            f"{_e(_pval(ct.get('p')))}: <b class='{'fail' if ct.get('significant') else 'pass'}'>"
             f"{_e(verdict)}</b> (the concept {_e(ct.get('direction'))} the abnormal logit).</p>"
         )
     elif ct:
