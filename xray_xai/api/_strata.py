@@ -59,7 +59,7 @@ def strata(
     cluster`` (``cluster_on`` features or explanations) as strata. ``shortcuts`` (``"hardware"`` or
     ``"COLUMN=VALUE"``; None: hardware and a planted shortcut_marker where present) get the with/without metrics,
     the prediction's dependence on them and, with ``tcav``, a TCAV concept test (``tcav_runs`` random concepts of
-    ``tcav_concept_size`` films, ``tcav_inputs`` abnormal films, ``tcav_layer`` or the model's target layer).
+    ``tcav_concept_size`` films, ``tcav_inputs`` abnormal films, ``tcav_layer``, default a late intermediate stage).
 
     ``predictions``: a CSV of ``xray-xai predict`` (path, probability) to use instead of running the model; the
     model (optional then) is still needed for clusters and concept tests. ``model``/``checkpoint``: see

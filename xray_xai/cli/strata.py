@@ -66,7 +66,7 @@ from xray_xai.cli._common import echo_json, handle_errors
 @click.option("--tcav-concept-size", default=30, show_default=True, type=click.IntRange(5), help="Films per concept.")
 @click.option("--tcav-runs", default=5, show_default=True, type=click.IntRange(2), help="Random concepts (runs).")
 @click.option("--tcav-inputs", default=30, show_default=True, type=click.IntRange(1), help="Abnormal films scored.")
-@click.option("--tcav-layer", help="Layer of the CAVs (default: the model's target layer).")
+@click.option("--tcav-layer", help="Layer of the CAVs (default: three quarters down the stages to the target layer).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")

@@ -18,6 +18,7 @@ anyone but this run.
 from __future__ import annotations
 
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,13 +27,13 @@ import numpy as np
 
 from xray_xai.sdk.interfaces import Record
 
-__all__ = ["TcavOptions", "concept_test"]
+__all__ = ["TcavOptions", "concept_test", "default_layer"]
 
 
 @dataclass(frozen=True)
 class TcavOptions:
-    """Sizes of a concept test: films per concept, random runs, input films, the layer (None: the model's target
-    layer), the seed and the significance level."""
+    """Sizes of a concept test: films per concept, random runs, input films, the layer (None:
+    :func:`default_layer`), the seed and the significance level."""
 
     concept_size: int = 30
     n_runs: int = 5
@@ -40,6 +41,21 @@ class TcavOptions:
     layer: str | None = None
     seed: int = 0
     alpha: float = 0.05
+
+
+def default_layer(model: Any) -> str:
+    """The layer CAVs are learnt on when none is named: three quarters of the way down the model's stages to its
+    target layer. Not the target layer itself: when a linear head follows global pooling, the logit's gradient
+    there is the head's weights for every film, so every film gets the same sign and TCAV scores are 0 or 1."""
+    from xray_xai.sdk.layers import stage_layers
+
+    target = str(getattr(model, "target_layer", "") or "")
+    stages = stage_layers(model)
+    if target in stages:
+        stages = stages[: stages.index(target) + 1]
+    if not stages:
+        return target
+    return stages[round(0.75 * (len(stages) - 1))]
 
 
 def _seeded_classifier(seed: int) -> Any:
@@ -134,7 +150,7 @@ def concept_test(
     if len(with_attr) < 5 or len(without) < 5 or not inputs or opts.n_runs < 2:
         return {"skipped": f"too few films: {len(with_attr)} with the attribute, {len(without)} without, "
                 f"{len(inputs)} inputs (need 5, 5, 1) or fewer than 2 runs"}  # fmt: skip
-    layer = resolve_layer(model, str(opts.layer or getattr(model, "target_layer", "") or ""))
+    layer = resolve_layer(model, opts.layer or default_layer(model))
     concept_recs, random_recs = _draw_sets(with_attr, without, opts)
     pre = model.preprocessing
     pick = np.random.default_rng(opts.seed + 1).permutation(len(inputs))[: opts.n_inputs]
@@ -161,7 +177,9 @@ def concept_test(
     accs = [_acc(cavs, e, key) for e in experiments]
     n = opts.n_runs
     concept_scores, random_scores = sign[:n], sign[n:]
-    test = ttest_ind(concept_scores, random_scores)
+    with warnings.catch_warnings():  # identical scores (all 1.0) make scipy warn about precision; the p stands
+        warnings.simplefilter("ignore", RuntimeWarning)
+        test = ttest_ind(concept_scores, random_scores)
     p = float(test.pvalue) if np.isfinite(test.pvalue) else 1.0
     return {
         "layer": layer,
