@@ -225,6 +225,49 @@ def test_synth_rejects_a_bad_shortcut(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "shortcut_region must be one of" in res.output
 
 
+# ------------------------------------------------------------------- the command on planted phantoms, from a CSV
+def _leaning_predictions(root: Path, out: Path, seed: int, lean: bool) -> Path:
+    """A predictions CSV of a model that is right most of the time and, with ``lean``, reads the planted token
+    (p = 0.9 on every film that carries it, whatever its label): what a model that learned the shortcut does on the
+    test films, where the token no longer follows the label."""
+    from xray_xai import api
+
+    rng = np.random.default_rng(seed)
+    rows = ["path,probability"]
+    for r in api.open_dataset(root).records("test"):
+        p = float(np.clip(0.5 + 0.3 * (2 * int(r.label or 0) - 1) + rng.normal(0, 0.15), 0, 1))
+        if lean and r.metadata.get("shortcut_marker"):
+            p = 0.9
+        rows.append(f"{r.path},{p}")
+    out.write_text("\n".join(rows) + "\n")
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)])
+def test_strata_flags_the_region_of_a_planted_shortcut_and_nothing_without(tmp_path: Path, seed: int) -> None:
+    from xray_xai import api
+
+    planted = api.synth(tmp_path / "planted", 300, seed, image_size=64, regions=["wrist", "elbow"], progress=False,
+                        shortcut="marker", shortcut_region="wrist", shortcut_strength=0.9)  # fmt: skip
+    csv_path = _leaning_predictions(planted, tmp_path / "lean.csv", seed, lean=True)
+    result = api.strata(None, planted, predictions=csv_path, n_boot=100, seed=seed, out_dir=tmp_path / "s1",
+                        progress=False)  # fmt: skip
+    flagged = {(f["column"], f["level"]): f["metrics"] for f in result["flagged"]}
+    assert "specificity" in flagged.get(("region", "wrist"), []), result["flagged"]
+    assert "specificity" in flagged.get(("shortcut_marker", "true"), [])
+    assert not any(col == "region" and lv != "wrist" for col, lv in flagged)
+    marker = next(s for s in result["shortcuts"] if s["column"] == "shortcut_marker")
+    assert marker["dependence_normal"]["ci95"][0] > 0.2  # normal films with the token: scored far higher
+    # the same films without the lean, and a phantom set without a shortcut: nothing flagged
+    honest = api.strata(None, planted, predictions=_leaning_predictions(planted, tmp_path / "h.csv", seed, False),
+                        n_boot=100, seed=seed, out_dir=tmp_path / "s2", progress=False)  # fmt: skip
+    assert honest["flagged"] == []
+    plain = api.synth(tmp_path / "plain", 100, seed, image_size=64, regions=["wrist", "elbow"], progress=False)
+    none = api.strata(None, plain, predictions=_leaning_predictions(plain, tmp_path / "p.csv", seed, lean=True),
+                      n_boot=100, seed=seed, out_dir=tmp_path / "s3", progress=False)  # fmt: skip
+    assert none["flagged"] == [] and none["shortcuts"] == []
+
+
 # ---------------------------------------------------------------------------------- end to end on planted phantoms
 def _trained_on_phantoms(tmp_path: Path, seed: int, shortcut: bool) -> tuple[Path, Path]:
     """Phantoms of wrists and elbows (with the marker planted in the wrists' training films, or not) and a cnn-small
