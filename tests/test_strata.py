@@ -269,44 +269,27 @@ def test_strata_flags_the_region_of_a_planted_shortcut_and_nothing_without(tmp_p
 
 
 # ---------------------------------------------------------------------------------- end to end on planted phantoms
-def _trained_on_phantoms(tmp_path: Path, seed: int, shortcut: bool) -> tuple[Path, Path]:
-    """Phantoms of wrists and elbows (with the marker planted in the wrists' training films, or not) and a cnn-small
-    trained on them at 64 px: the data root and the checkpoint."""
+def _trained_on_phantoms(tmp_path: Path, seed: int) -> tuple[Path, Path]:
+    """Phantoms of wrists and elbows with the token planted in the wrists' training films, and a cnn-small trained on
+    them at 64 px: the data root and the checkpoint."""
     from xray_xai import api
 
-    planted = {"shortcut": "marker", "shortcut_region": "wrist", "shortcut_strength": 1.0} if shortcut else {}
     root = api.synth(tmp_path / "phantoms", 200, seed, image_size=64, regions=["wrist", "elbow"], progress=False,
-                     **planted)  # fmt: skip
+                     difficulty=0.25, shortcut="marker", shortcut_region="wrist", shortcut_strength=1.0)  # fmt: skip
     run = api.train("cnn-small", root, epochs=8, image_size=64, batch_size=16, seed=seed, optimizer="adam", lr=3e-3,
                     augment=False, early_stop=8, monitor="loss", progress=False, out_dir=tmp_path / "run")  # fmt: skip
     return root, Path(run.checkpoint)
 
 
-def _strata(root: Path, checkpoint: Path, out: Path, seed: int) -> dict:
+@pytest.mark.slow
+def test_a_trained_model_leans_on_the_planted_marker_and_tcav_finds_it(tmp_path: Path) -> None:
     from xray_xai import api
 
-    return api.strata(checkpoint, root, split="test", n_boot=200, seed=seed, tcav_runs=4, tcav_concept_size=20,
-                      tcav_inputs=20, out_dir=out, progress=False)  # fmt: skip
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1])
-def test_strata_flags_the_planted_shortcut_and_tcav_finds_the_marker(tmp_path: Path, seed: int) -> None:
-    root, checkpoint = _trained_on_phantoms(tmp_path, seed, shortcut=True)
-    result = _strata(root, checkpoint, tmp_path / "strata", seed)
-    flagged = {(f["column"], f["level"]) for f in result["flagged"]}
-    assert ("region", "wrist") in flagged, result["flagged"]
-    assert ("region", "elbow") not in flagged
+    root, checkpoint = _trained_on_phantoms(tmp_path, 1)
+    result = api.strata(checkpoint, root, split="test", n_boot=200, seed=1, tcav_runs=8, tcav_concept_size=20,
+                        tcav_inputs=20, out_dir=tmp_path / "strata", progress=False)  # fmt: skip
     marker = next(s for s in result["shortcuts"] if s["column"] == "shortcut_marker")
     assert marker["present"] == "true"
-    assert marker["dependence_normal"]["ci95"][0] > 0  # normal films with the marker are scored higher
+    assert marker["dependence_normal"]["ci95"][0] > 0  # normal films with the token are scored higher
     concept = marker["concept_test"]
     assert concept["significant"] and concept["direction"] == "raises", concept
-
-
-@pytest.mark.slow
-def test_strata_flags_nothing_on_phantoms_without_a_shortcut(tmp_path: Path) -> None:
-    root, checkpoint = _trained_on_phantoms(tmp_path, 0, shortcut=False)
-    result = _strata(root, checkpoint, tmp_path / "strata", 0)
-    assert result["flagged"] == []
-    assert result["shortcuts"] == []  # no hardware or shortcut_marker column on plain phantoms
