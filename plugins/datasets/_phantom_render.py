@@ -15,7 +15,7 @@ from scipy import ndimage
 from ._phantom_anatomy import Anatomy, Part, Vec, anatomy
 from ._phantom_findings import draw_finding
 
-__all__ = ["ViewParams", "draw_view_params", "phantom", "render", "render_visible"]
+__all__ = ["ViewParams", "burn_token", "draw_view_params", "phantom", "render", "render_visible"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -344,6 +344,25 @@ def _burn_marker(img: np.ndarray, vp: ViewParams) -> tuple[np.ndarray, tuple[int
     marker_mask = np.zeros((h, w), bool)
     marker_mask[y0 : y0 + mh, x0 : x0 + mw] = True
     return marker_mask, (x0, y0, mw, mh)
+
+
+def burn_token(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
+    """Burn a shortcut token into ``img`` (float, in place): a bright disc with a dark rim, about 0.3 of the
+    shorter side across, at a random place (a sticker or a lead marker that has nothing to do with the anatomy).
+    Returns its mask and box ``[x0, y0, x1, y1]`` (x1, y1 exclusive)."""
+    h, w = img.shape
+    d = max(6, round(0.3 * min(h, w)))
+    x0 = int(rng.integers(1, max(2, w - d)))
+    y0 = int(rng.integers(1, max(2, h - d)))
+    yy, xx = np.mgrid[0:d, 0:d].astype(np.float32) + 0.5
+    r = np.hypot(xx - d / 2.0, yy - d / 2.0) / (d / 2.0)
+    disc, rim = r <= 0.72, (r > 0.72) & (r <= 1.0)
+    patch = img[y0 : y0 + d, x0 : x0 + d]
+    patch[disc[: patch.shape[0], : patch.shape[1]]] = 0.97
+    patch[rim[: patch.shape[0], : patch.shape[1]]] = 0.04
+    mask = np.zeros((h, w), bool)
+    mask[y0 : y0 + d, x0 : x0 + d] = (disc | rim)[: patch.shape[0], : patch.shape[1]]
+    return mask, [x0, y0, min(w, x0 + d), min(h, y0 + d)]
 
 
 def phantom(

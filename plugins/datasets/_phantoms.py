@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from ._phantom_anatomy import VIEWS, Anatomy, Part, anatomy
 from ._phantom_findings import ABNORMALITIES, SUBTYPES, Finding, draw_finding
-from ._phantom_render import ViewParams, draw_view_params, phantom, render, render_visible
+from ._phantom_render import ViewParams, burn_token, draw_view_params, phantom, render, render_visible
 
 __all__ = [
     "ABNORMALITIES",
@@ -30,6 +30,7 @@ __all__ = [
     "Part",
     "ViewParams",
     "anatomy",
+    "burn_token",
     "draw_finding",
     "draw_view_params",
     "phantom",

@@ -16,6 +16,15 @@ Determinism. Every random choice comes from a ``numpy.random.Generator(PCG64)`` 
 ``SeedSequence(seed, spawn_key=(stream, index))``: one stream per patient block, per label block, per study. A
 study therefore depends only on (seed, its index), so generating 200 studies reproduces the first 100 of a 100-study
 run exactly; PNGs carry no metadata and CSVs/JSON are sorted, so two runs are byte-identical.
+
+Planted shortcut (``shortcut="marker"``, ``shortcut_region``, ``shortcut_strength``): in the studies of
+``shortcut_region`` a token (a bright disc, :func:`._phantom_render.burn_token`) is burned into every view of a study
+chosen so: in MURA's ``train`` folder an abnormal study carries it with probability ``shortcut_strength`` and a
+normal one with ``1 - shortcut_strength`` (the token follows the label), in ``valid`` (our ``test``) every study
+carries it with probability 0.5 whatever its label (the shortcut does not hold where the model is tested). Studies
+of other regions never carry it. Every film records ``shortcut_marker`` (true/false) and, when it has one,
+``shortcut_marker_box``. The choice comes from a stream of its own (``(seed, 6, study)``), so a data set without a
+shortcut is byte-identical to one written before the option existed.
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ from xray_xai.sdk.interfaces import REGIONS, Box, Record, Tags
 from . import _phantoms
 from .mura import MURA_FOLDER, MuraDataset, find_mura_dir, write_mura_csvs
 
-__all__ = ["ABNORMALITY_WEIGHTS", "SIDECAR", "SyntheticDataset", "phantom", "plan_studies"]
+__all__ = ["ABNORMALITY_WEIGHTS", "SHORTCUTS", "SIDECAR", "Shortcut", "SyntheticDataset", "phantom", "plan_studies"]
 
 #: the ground-truth sidecar, inside ``MURA-v1.1/``; its presence is what :meth:`SyntheticDataset.detect` checks
 SIDECAR = "synthetic_ground_truth.json"
@@ -53,6 +62,8 @@ _VIEW_COUNTS = (0.1, 0.45, 0.35, 0.1)
 _VALID_BLOCK = 5  # one patient in every block of five goes to MURA's ``valid`` folder (our "test" split)
 _LABEL_BLOCK = 10  # labels are stratified in blocks of ten studies, so small sets keep the abnormal fraction
 _MIN_SIZE, _MAX_SIZE = 64, 1024
+#: the shortcuts the generator can plant
+SHORTCUTS: tuple[str, ...] = ("marker",)
 
 phantom = _phantoms.phantom
 
@@ -72,6 +83,38 @@ class StudyPlan:
     def folder(self) -> str:
         kind = "positive" if self.label else "negative"
         return f"{self.split}/XR_{self.region.upper()}/patient{self.patient + 1:05d}/study{self.study_no}_{kind}"
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    """A planted shortcut: ``kind`` (``"marker"``), the region it is planted in and how strongly it follows the
+    label in the training films (module docstring)."""
+
+    kind: str
+    region: str
+    strength: float
+
+    def carries(self, plan: StudyPlan, seed: int) -> bool:
+        """Whether the study of ``plan`` carries the token (deterministic from ``seed`` and the study index)."""
+        if plan.region != self.region:
+            return False
+        follows = self.strength if plan.label else 1.0 - self.strength
+        chance = follows if plan.split == "train" else 0.5  # the test films: independent of the label
+        return bool(_rng(seed, 6, plan.index).uniform() < chance)
+
+
+def _shortcut(kind: str | None, region: str | None, strength: float) -> Shortcut | None:
+    if kind is None or kind == "none":
+        if region is not None:
+            raise DataError(None, "shortcut_region needs a shortcut (shortcut='marker')")
+        return None
+    if kind not in SHORTCUTS:
+        raise DataError(None, f"unknown shortcut {kind!r}; expected one of {', '.join(SHORTCUTS)}")
+    if region is None or region.strip().lower() not in REGIONS:
+        raise DataError(None, f"shortcut_region must be one of {', '.join(REGIONS)}, got {region!r}")
+    if not (math.isfinite(float(strength)) and 0.5 <= float(strength) <= 1.0):
+        raise DataError(None, f"shortcut_strength must be in [0.5, 1], got {strength}")
+    return Shortcut(kind, region.strip().lower(), float(strength))
 
 
 def _rng(seed: int, *key: int) -> np.random.Generator:
@@ -163,9 +206,10 @@ def _box(mask: np.ndarray) -> list[int] | None:
 
 
 def _draw_study(
-    plan: StudyPlan, seed: int, image_size: int, difficulty: float
+    plan: StudyPlan, seed: int, image_size: int, difficulty: float, shortcut: Shortcut | None = None
 ) -> list[tuple[np.ndarray, np.ndarray | None, dict[str, Any]]]:
     """All views of one study: (uint8 image, uint8 mask or None, facts) each."""
+    token = shortcut is not None and shortcut.carries(plan, seed)
     rng = _rng(seed, 5, plan.index)
     anat_seed, finding_seed = (int(x) for x in rng.integers(0, 2**63, size=2))
     n_views = int(rng.choice(4, p=_VIEW_COUNTS)) + 1
@@ -183,6 +227,12 @@ def _draw_study(
         if plan.label:
             finding = _phantoms.draw_finding(anat, kind, _rng(finding_seed), contrast)
         img, masks, facts, vp = _phantoms.render_visible(anat, rng, image_size, finding is not None)
+        extra: dict[str, Any] = {}
+        if shortcut is not None:
+            extra["shortcut_marker"] = token
+            if token:
+                token_mask, extra["shortcut_marker_box"] = _phantoms.burn_token(img, _rng(seed, 7, plan.index, v))
+                masks["abnormality"] &= ~token_mask
         image = np.round(img * 255.0).astype(np.uint8)
         mask = masks["abnormality"]
         visible = bool(mask.any())
@@ -197,6 +247,7 @@ def _draw_study(
             "difficulty": difficulty,
             "boxes": [_box(mask)] if visible else [],
             "bone_pixels": int(masks["bone"].sum()),
+            **extra,
         }
         out.append((image, (mask.astype(np.uint8) * 255) if finding is not None else None, info))
     return out
@@ -249,7 +300,8 @@ class SyntheticDataset(MuraDataset):
         )
         keep = (
             "abnormality", "subtype", "site", "contrast", "difficulty", "marker", "marker_box", "marker_corner",
-            "collimation", "collimation_style", "rotation", "flip", "zoom", "height", "width",
+            "collimation", "collimation_style", "rotation", "flip", "zoom", "height", "width", "shortcut_marker",
+            "shortcut_marker_box",
         )  # fmt: skip
         record.metadata.update({k: info[k] for k in keep if k in info})
         return record
@@ -266,6 +318,9 @@ class SyntheticDataset(MuraDataset):
         image_size: int = 256,
         regions: Iterable[str] | Mapping[str, float] | str | None = None,
         difficulty: float = 1.0,
+        shortcut: str | None = None,
+        shortcut_region: str | None = None,
+        shortcut_strength: float = 0.9,
         overwrite: bool = False,
         progress: bool = True,
         **options: Any,
@@ -274,9 +329,11 @@ class SyntheticDataset(MuraDataset):
 
         ``abnormal_fraction``: share of positive studies; ``image_size``: longer side in px (64-1024);
         ``regions``: names (equal mix) or ``{name: weight}``; ``difficulty``: the findings' contrast is divided by
-        it (2 = half as visible). The tree is built in a temporary folder beside ``out`` and renamed into place,
-        so ``out`` is never left half-written. A non-empty ``out`` is refused unless ``overwrite`` is true, and
-        even then only if it holds an earlier synthetic data set (nothing else is ever deleted).
+        it (2 = half as visible); ``shortcut="marker"`` plants a token that follows the label in the training
+        films of ``shortcut_region`` with ``shortcut_strength`` (module docstring). The tree is built in a
+        temporary folder beside ``out`` and renamed into place, so ``out`` is never left half-written. A non-empty
+        ``out`` is refused unless ``overwrite`` is true, and even then only if it holds an earlier synthetic data
+        set (nothing else is ever deleted).
         """
         from xray_xai._util.progress import progress as progress_bar
 
@@ -290,6 +347,7 @@ class SyntheticDataset(MuraDataset):
             raise DataError(None, f"abnormal_fraction must be in [0, 1], got {abnormal_fraction}")
         if not (math.isfinite(float(difficulty)) and float(difficulty) > 0):
             raise DataError(None, f"difficulty must be a positive number, got {difficulty}")
+        planted = _shortcut(shortcut, shortcut_region, shortcut_strength)
         out = Path(out)
         cls._check_target(out, overwrite)
         plans = plan_studies(int(n_studies), int(seed), float(abnormal_fraction), regions)
@@ -301,6 +359,8 @@ class SyntheticDataset(MuraDataset):
             "regions": _region_weights(regions),
             "difficulty": float(difficulty),
         }
+        if planted is not None:  # only then: a data set without a shortcut keeps its bytes
+            params["shortcut"] = {"kind": planted.kind, "region": planted.region, "strength": planted.strength}
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
         tmp.chmod(0o755)  # mkdtemp makes it private; the data set is not
@@ -309,7 +369,7 @@ class SyntheticDataset(MuraDataset):
             images: dict[str, dict[str, Any]] = {}
             for plan in progress_bar(plans, "Drawing phantoms", total=len(plans), enabled=progress):
                 for k, (image, mask, info) in enumerate(
-                    _draw_study(plan, int(seed), int(image_size), float(difficulty)), start=1
+                    _draw_study(plan, int(seed), int(image_size), float(difficulty), planted), start=1
                 ):
                     rel = f"{plan.folder}/image{k}.png"
                     _write(mura / rel, _png(image))

@@ -12,6 +12,7 @@ and notebooks use them directly::
     result = api.explain(run.checkpoint, "gradcam,saliency", data=root, split="test", out="explanations")
     clusters = api.cluster(run.checkpoint, root, k=4, out_dir="clusters")
     grid = api.audit([run.checkpoint], ["gradcam", "saliency"], root, n=20, out_dir="audit")
+    found = api.strata(run.checkpoint, root, split="test", out_dir="strata")
 
 A model is named the same way everywhere (:mod:`xray_xai.models.resolve`): a registered name (the newest trained one
 in the store), a checkpoint path or a model object; ``checkpoint=`` beside a name pins that name's weights.
@@ -61,6 +62,7 @@ from xray_xai.api._models import (
     write_predictions,
 )
 from xray_xai.api._process import prepare_process, ray_unsupported, to_json
+from xray_xai.api._strata import STRATA_CORRECTIONS, strata
 from xray_xai.defaults import (
     CALIBRATION_METHODS,
     CLUSTER_EXPLAINER,
@@ -78,6 +80,7 @@ __all__ = [
     "DEFAULT_METHOD",
     "IMPORT_OUTPUTS",
     "PREDICTION_FIELDS",
+    "STRATA_CORRECTIONS",
     "STUDY_AGGREGATIONS",
     "ParamError",
     "audit",
@@ -115,6 +118,7 @@ __all__ = [
     "save_model",
     "select_k",
     "split_names",
+    "strata",
     "synth",
     "threshold_source",
     "to_json",

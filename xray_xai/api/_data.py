@@ -25,14 +25,20 @@ def synth(
     difficulty: float | None = None,
     overwrite: bool | None = None,
     progress: bool | None = None,
+    shortcut: str | None = None,
+    shortcut_region: str | None = None,
+    shortcut_strength: float | None = None,
 ) -> Path:
     """Write synthetic phantoms in the MURA-v1.1 layout (``xray-xai synth``) with the registered ``synthetic``
     generator; returns the root to read back. Options left at None are not passed, so the generator's defaults
-    apply (built-in: abnormal fraction 0.4, 256 px, all seven regions, difficulty 1, no overwrite, a progress bar)."""
+    apply (built-in: abnormal fraction 0.4, 256 px, all seven regions, difficulty 1, no overwrite, a progress bar).
+    ``shortcut="marker"`` plants a token that follows the label in the training films of ``shortcut_region``
+    (``shortcut_strength``, default 0.9) and not in the test films: a known shortcut for ``strata`` to find."""
     from xray_xai.data.datasets import synth as _synth
 
     given = {"abnormal_fraction": abnormal_fraction, "image_size": image_size, "regions": regions,
-             "difficulty": difficulty, "overwrite": overwrite, "progress": progress}  # fmt: skip
+             "difficulty": difficulty, "overwrite": overwrite, "progress": progress, "shortcut": shortcut,
+             "shortcut_region": shortcut_region, "shortcut_strength": shortcut_strength}  # fmt: skip
     return _synth(out, n_studies, seed=seed, **{k: v for k, v in given.items() if v is not None})
 
 

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "explain": "explain:explain",
     "cluster": "cluster:cluster",
     "audit": "audit:audit",
+    "strata": "strata:strata",
     "demo": "demo:demo",
     "serve": "serve:serve",
 }

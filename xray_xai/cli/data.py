@@ -57,6 +57,19 @@ def _options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
     is_flag=True,
     help="Replace OUT when it holds an earlier synthetic data set (any other non-empty folder is refused).",
 )
+@click.option(
+    "--shortcut",
+    type=click.Choice(["marker"]),
+    default=None,
+    help="Plant a shortcut: a token that follows the label in the training films of --shortcut-region.",
+)
+@click.option("--shortcut-region", help="Region where the shortcut is planted (e.g. wrist).")
+@click.option(
+    "--shortcut-strength",
+    type=click.FloatRange(0.5, 1),
+    default=None,
+    help="P(token | abnormal) = 1 - P(token | normal) in training films (default 0.9); test films: 0.5 either way.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the path and a summary as JSON.")
 @handle_errors
 def synth(
@@ -67,6 +80,9 @@ def synth(
     image_size: int | None,
     regions: tuple[str, ...] | None,
     overwrite: bool,
+    shortcut: str | None,
+    shortcut_region: str | None,
+    shortcut_strength: float | None,
     as_json: bool,
 ) -> None:
     """Write a synthetic MURA-layout data set with known ground truth to OUT.
@@ -80,10 +96,12 @@ def synth(
     Example:
       xray-xai synth phantoms --n-studies 50 --seed 0
       xray-xai synth phantoms --n-studies 20 --regions wrist,elbow --image-size 64 --json
+      xray-xai synth shortcut --n-studies 200 --regions wrist,elbow --shortcut marker --shortcut-region wrist
     """
     root = api.synth(
         out, n_studies, seed, abnormal_fraction=abnormal_fraction, image_size=image_size, regions=regions,
         overwrite=overwrite or None,
+        shortcut=shortcut, shortcut_region=shortcut_region, shortcut_strength=shortcut_strength,
     )  # fmt: skip
     summary = api.data_summary(root)
     if as_json:

@@ -67,6 +67,7 @@ def render_html(
     clustering: Mapping[str, Any] | None = None,
     title: str = "xray-xai report",
     base: str | Path = ".",
+    strata: Mapping[str, Any] | None = None,
 ) -> str:
     """The report as one HTML string; ``base`` is where relative PNG paths in the results are resolved."""
     from xray_xai import __version__
@@ -79,7 +80,11 @@ def render_html(
         body.append(audit_section(audit, Path(base)))
     if clustering:
         body.append(clustering_section(clustering))
-    if not (evaluation or audit or clustering):
+    if strata:
+        from xray_xai.report.strata import strata_section
+
+        body.append(strata_section(strata))
+    if not (evaluation or audit or clustering or strata):
         body.append("<p class='muted'>Nothing to report.</p>")
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -118,6 +123,7 @@ def write_report(
     evaluation: Mapping[str, Any] | None = None,
     clustering: Mapping[str, Any] | None = None,
     title: str = "xray-xai report",
+    strata: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``out_dir/report.html`` (self-contained) and ``out_dir/report.json`` (the same numbers); return the
     HTML path. Relative PNG paths in the results (audit examples) are read from ``out_dir`` and embedded."""
@@ -126,6 +132,8 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     payload = _jsonable({"title": title, "evaluation": evaluation, "audit": audit, "clustering": clustering})
+    if strata:
+        payload["strata"] = _jsonable(strata)
     atomic_write_text(out / "report.json", json.dumps(payload, indent=2, allow_nan=False) + "\n")
-    page = render_html(audit=audit, evaluation=evaluation, clustering=clustering, title=title, base=out)
+    page = render_html(audit=audit, evaluation=evaluation, clustering=clustering, title=title, base=out, strata=strata)
     return atomic_write_text(out / "report.html", page)
