@@ -52,6 +52,7 @@ from xray_xai.api._models import (
     write_predictions,
 )
 from xray_xai.api._process import prepare_process, ray_unsupported, to_json
+from xray_xai.api._provenance import best_real_model, describe_models, list_models, provenance
 from xray_xai.defaults import CLUSTER_EXPLAINER, DECISION_THRESHOLD, DEFAULT_METHOD
 
 __all__ = [
@@ -61,9 +62,11 @@ __all__ = [
     "PREDICTION_FIELDS",
     "ParamError",
     "audit",
+    "best_real_model",
     "cluster",
     "data_summary",
     "demo",
+    "describe_models",
     "epoch_line",
     "evaluate",
     "explain",
@@ -71,6 +74,7 @@ __all__ = [
     "explainer_names",
     "extract_features",
     "format_stat",
+    "list_models",
     "list_plugins",
     "list_store",
     "load_model",
@@ -81,6 +85,7 @@ __all__ = [
     "predict",
     "predictions_csv",
     "prepare_process",
+    "provenance",
     "ray_unsupported",
     "read_image_bytes",
     "resolve_model",

@@ -12,7 +12,16 @@ import click
 from xray_xai import api
 from xray_xai.errors import XrayXaiError, one_line
 
-__all__ = ["STRICT_HELP", "echo_json", "handle_errors", "param_option", "parse_or_bad_parameter", "refuse_on_ray"]
+__all__ = [
+    "STRICT_HELP",
+    "announce_models",
+    "echo_json",
+    "echo_provenance",
+    "handle_errors",
+    "param_option",
+    "parse_or_bad_parameter",
+    "refuse_on_ray",
+]
 
 #: ``--strict`` of the commands that read films (train, evaluate, predict, explain, cluster, audit).
 STRICT_HELP = (
@@ -72,3 +81,21 @@ def refuse_on_ray(command: Literal["explain", "cluster"], **options: Any) -> Non
     if bad:
         flags = [_FLAGS.get(name, "--" + name.replace("_", "-")) for name in bad]
         raise click.UsageError(f"{', '.join(flags)} only work with --backend local")
+
+
+def announce_models(models: Any, **films: Any) -> list[str]:
+    """Warn on stderr, before any work, for each model trained on synthetic phantoms that is given films that are not
+    phantoms; return each model's provenance line (:func:`xray_xai.api.provenance`) for the command's summary.
+    ``models``: the specs of ``--model`` (or one loaded model); ``films``: what the command reads (``dataset``,
+    ``data_root``, ``inputs``, ``checkpoint``), as :func:`xray_xai.api.describe_models` takes them."""
+    specs = list(models) if isinstance(models, list | tuple) else [models]
+    provs, warnings = api.describe_models(specs, **films)
+    for text in warnings:
+        click.secho(f"warning: {text}", err=True, fg="red", bold=True)
+    return [str(p["short"]) for p in provs]
+
+
+def echo_provenance(lines: Iterable[str]) -> None:
+    """The models' provenance at the end of a command's summary: ``model: NAME [fp]: trained on ..., AUROC ...``."""
+    for line in lines:
+        click.echo(f"model: {line}")

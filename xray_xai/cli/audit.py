@@ -8,7 +8,7 @@ from typing import Any, Literal
 import click
 
 from xray_xai import api
-from xray_xai.cli._common import STRICT_HELP, echo_json, handle_errors
+from xray_xai.cli._common import STRICT_HELP, announce_models, echo_json, echo_provenance, handle_errors
 
 __all__ = ["audit"]
 
@@ -102,6 +102,7 @@ def audit(
 
     if out_dir is None:
         out_dir = Path(f"audit-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    lines = announce_models(api.split_names(models), dataset=dataset, data_root=data_root)
     result = api.audit(
         api.split_names(models),
         methods,
@@ -129,6 +130,7 @@ def audit(
         listed = Path(out_dir) / "warnings.csv"
         click.echo(f"{len(result['warnings'])} damaged image(s) kept, listed in {listed}", err=True)
     click.echo(f"report: {result['report']['html']}")
+    echo_provenance(lines)
 
 
 def _print_table(result: dict[str, Any]) -> None:

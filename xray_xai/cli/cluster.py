@@ -8,7 +8,7 @@ from typing import Any, Literal
 import click
 
 from xray_xai import api
-from xray_xai.cli._common import echo_json, handle_errors, param_option, refuse_on_ray
+from xray_xai.cli._common import announce_models, echo_json, echo_provenance, handle_errors, param_option, refuse_on_ray
 
 
 def _parse_range(text: str | None) -> list[int] | None:
@@ -127,6 +127,8 @@ def cluster(
     k_range = _parse_range(select_k)
     if backend == "ray":
         refuse_on_ray("cluster", per_region=per_region, select_k_range=k_range, on=on)
+    names = [model_name] if model_name else []
+    lines = announce_models(names, checkpoint=checkpoint, dataset=dataset, data_root=data_root)
     summary = api.cluster(
         model_name, data_root, checkpoint=checkpoint, dataset=dataset, k=k, method=method, method_params=params,
         splits=api.split_names(splits), threshold=None if all_images else threshold, region=region,
@@ -140,6 +142,8 @@ def cluster(
         _report_ray(summary)
     else:
         _report(summary)
+    if not as_json:
+        echo_provenance(lines)
 
 
 def _report(summary: dict[str, Any]) -> None:

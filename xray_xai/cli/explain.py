@@ -8,7 +8,15 @@ from typing import Any, Literal
 import click
 
 from xray_xai import api
-from xray_xai.cli._common import STRICT_HELP, echo_json, handle_errors, parse_or_bad_parameter, refuse_on_ray
+from xray_xai.cli._common import (
+    STRICT_HELP,
+    announce_models,
+    echo_json,
+    echo_provenance,
+    handle_errors,
+    parse_or_bad_parameter,
+    refuse_on_ray,
+)
 
 
 @click.command()
@@ -150,6 +158,7 @@ def explain(
     method_params = parse_or_bad_parameter(lambda: api.method_params(params, chosen))
     if backend == "ray":
         refuse_on_ray("explain", only=only, per_member=per_member, resume=resume)
+    lines = announce_models(list(models), checkpoint=checkpoint, dataset=dataset, data_root=data, inputs=inputs)
     result = api.explain(
         list(models), chosen, checkpoint=checkpoint, inputs=list(inputs), data=data, dataset=dataset, split=split,
         only=only, threshold=threshold, out=out, formats=formats, per_member=per_member, batch_size=batch_size,
@@ -162,6 +171,8 @@ def explain(
         _report_ray(result)
     else:
         _report(result)
+    if not as_json:
+        echo_provenance(lines)
 
 
 def _report(result: Any) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from xray_xai import api
-from xray_xai.cli._common import STRICT_HELP, echo_json, handle_errors
+from xray_xai.cli._common import STRICT_HELP, announce_models, echo_json, echo_provenance, handle_errors
 
 
 def _fmt(v: Any) -> str:
@@ -215,8 +215,10 @@ def evaluate(
     """
     if not model_name and checkpoint is None:
         raise click.UsageError("give --model NAME or --checkpoint PATH")
+    model = api.resolve_model(model_name, checkpoint)
+    lines = announce_models(model, dataset=dataset, data_root=data_root)
     result = api.evaluate(
-        api.resolve_model(model_name, checkpoint),
+        model,
         data_root,
         dataset=dataset,
         split=split,
@@ -233,6 +235,7 @@ def evaluate(
         echo_json(result)
         return
     _print_evaluation(result)
+    echo_provenance(lines)
 
 
 def _print_evaluation(result: dict[str, Any]) -> None:
@@ -318,8 +321,10 @@ def predict(
         raise click.UsageError("give --model NAME or --checkpoint PATH")
     if bool(inputs) == (data_root is not None):
         raise click.UsageError("give either --input (one or more) or --data")
+    model = api.resolve_model(model_name, checkpoint)
+    lines = announce_models(model, dataset=dataset, data_root=data_root, inputs=inputs)
     rows, problems = api.predict(
-        api.resolve_model(model_name, checkpoint),
+        model,
         list(inputs) or None,
         data_root=data_root,
         split=split,
@@ -344,20 +349,24 @@ def predict(
         echo_json(rows)
     elif csv_path is None:
         click.echo(api.predictions_csv(rows), nl=False)
+    for line in lines:  # on stderr: stdout may be the CSV
+        click.echo(f"model: {line}", err=True)
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
 def models(as_json: bool) -> None:
-    """List the trained models in the store ($XRAY_XAI_HOME/models, default ~/.xray-xai/models).
+    """List the models that ship with xray-xai and the trained models in the store ($XRAY_XAI_HOME/models, default
+    ~/.xray-xai/models), with the data set each was trained on and its AUROC (test AUROC from the model card for a
+    shipped model, validation AUROC of the kept epoch for a trained one).
 
     \b
     Example:
       xray-xai models
       xray-xai models --json | jq '.[].path'
     """
-    entries = api.list_store()
+    entries = api.list_models()
     if as_json:
         echo_json(entries)
         return
@@ -365,14 +374,18 @@ def models(as_json: bool) -> None:
     from rich.table import Table
 
     table = Table()
-    for col in ("name", "created", "dataset", "epochs", "val accuracy", "path"):
+    for col in ("name", "kind", "created", "dataset", "epochs", "AUROC", "path"):
         table.add_column(col, overflow="fold")
     for e in entries:
-        acc = (e.get("metrics") or {}).get("val_accuracy")
+        if e.get("shipped"):
+            kind, auroc = "shipped", (e.get("test") or {}).get("auroc")
+        else:
+            kind, auroc = "trained", (e.get("metrics") or {}).get("val_auroc")
         table.add_row(
-            e["name"], str(e.get("created") or "-"), str(e.get("dataset") or "-"), _fmt(e.get("epochs")), _fmt(acc),
+            e["name"], kind, str(e.get("created") or "-")[:19], str(e.get("dataset") or "-"), _fmt(e.get("epochs")),
+            (_fmt(auroc) + (" test" if e.get("shipped") else " val")) if auroc is not None else "-",
             e.get("problem") or e["path"],
         )  # fmt: skip
     Console().print(table)
-    if not entries:
+    if not any(not e.get("shipped") for e in entries):
         click.echo("no trained models yet: xray-xai train --model NAME --data DIR", err=True)

@@ -28,6 +28,7 @@ from xray_xai._util.slugs import output_stem, slug
 from xray_xai.defaults import DECISION_THRESHOLD, DEFAULT_METHOD
 from xray_xai.errors import PluginError, XrayXaiError, one_line
 from xray_xai.sdk.interfaces import Explainer, Explanation, Model
+from xray_xai.sdk.provenance import provenance
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -135,6 +136,7 @@ class ModelFilms:
     probabilities: np.ndarray
     methods: dict[str, MethodMaps] = field(default_factory=dict)
     threshold: float = DECISION_THRESHOLD
+    provenance: str = ""  #: the model's name, training data and AUROC in one line (xray_xai.sdk.provenance)
 
     @property
     def study_probability(self) -> float:
@@ -226,6 +228,7 @@ def explain_prepared(
                 probabilities=np.asarray(probs, dtype=np.float64).reshape(-1),
                 methods=methods,
                 threshold=threshold,
+                provenance=provenance(model).short,
             )
         )
     return out

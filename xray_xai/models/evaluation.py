@@ -20,6 +20,7 @@ from xray_xai._util.fsutil import atomic_path, atomic_write_json, write_skipped_
 from xray_xai.defaults import DECISION_THRESHOLD
 from xray_xai.errors import DataError, PluginError, XrayXaiError, one_line
 from xray_xai.sdk.interfaces import Model, Problem, Record
+from xray_xai.sdk.provenance import provenance
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -163,6 +164,7 @@ def evaluate(
     study = _level(s_y, s_p, [s_region[s] for s in s_ids], bootstrap, seed)
     result: dict[str, Any] = {
         "model": getattr(model, "name", str(model_name_or_path)),
+        "provenance": provenance(model).to_dict(),  # name, training data, AUROC: shown on every figure
         "checkpoint": str(checkpoint or getattr(model, "checkpoint_path", None) or model_name_or_path),
         "dataset": ds_name,
         "data_root": str(data_root),
@@ -224,10 +226,11 @@ def _write_evaluation(
     warned: list[Problem],
 ) -> dict[str, str]:
     """``roc.png``, ``confusion.png``, ``skipped.csv``/``warnings.csv`` and ``metrics.json`` under ``out``."""
+    footer = str(result.get("provenance", {}).get("short", ""))
     files = {
-        "roc": str(_plot_roc(out / "roc.png", curves)),
+        "roc": str(_plot_roc(out / "roc.png", curves, footer)),
         "confusion": str(
-            _plot_confusion(out / "confusion.png", result["image"]["overall"], result["study"]["overall"])
+            _plot_confusion(out / "confusion.png", result["image"]["overall"], result["study"]["overall"], footer)
         ),
         "skipped": str(write_skipped_csv(out / "skipped.csv", skipped, warnings=warned)),
         "warnings": str(out / "warnings.csv"),
@@ -247,7 +250,14 @@ def _figure(figsize: tuple[float, float]) -> Any:
     return fig
 
 
-def _plot_roc(path: Path, curves: dict[str, tuple[Any, Any]]) -> Path:
+def _footer(fig: Any, text: str) -> None:
+    """The model's provenance in small grey type under a figure (room made for it), or nothing."""
+    if text:
+        fig.text(0.5, 0.01, text, ha="center", va="bottom", fontsize=6.5, color="0.35", wrap=True)
+        fig.subplots_adjust(bottom=0.2)
+
+
+def _plot_roc(path: Path, curves: dict[str, tuple[Any, Any]], footer: str = "") -> Path:
     from sklearn.metrics import roc_curve
 
     from xray_xai.models.metrics import auroc
@@ -265,12 +275,13 @@ def _plot_roc(path: Path, curves: dict[str, tuple[Any, Any]]) -> Path:
     ax.set_ylabel("sensitivity")
     ax.legend(loc="lower right")
     fig.tight_layout()
+    _footer(fig, footer)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
     return path
 
 
-def _plot_confusion(path: Path, image: dict[str, Any], study: dict[str, Any]) -> Path:
+def _plot_confusion(path: Path, image: dict[str, Any], study: dict[str, Any], footer: str = "") -> Path:
     import numpy as np
 
     fig = _figure((7, 3.5))
@@ -286,6 +297,7 @@ def _plot_confusion(path: Path, image: dict[str, Any], study: dict[str, Any]) ->
         ax.set_ylabel("true")
         ax.set_title(f"{title} level")
     fig.tight_layout()
+    _footer(fig, footer)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
     return path
