@@ -13,6 +13,7 @@ from xray_xai import api
 from xray_xai.errors import XrayXaiError, one_line
 
 __all__ = [
+    "MODEL_HELP",
     "STRICT_HELP",
     "announce_models",
     "echo_json",
@@ -22,6 +23,9 @@ __all__ = [
     "parse_or_bad_parameter",
     "refuse_on_ray",
 ]
+
+#: ``--model`` of the commands that run one model (evaluate, predict, cluster): the rule of models/resolve.py
+MODEL_HELP = "Shipped model (fracatlas-lite0), model name (newest trained in the store) or checkpoint path."
 
 #: ``--strict`` of the commands that read films (train, evaluate, predict, explain, cluster, audit).
 STRICT_HELP = (

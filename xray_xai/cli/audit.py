@@ -14,7 +14,11 @@ __all__ = ["audit"]
 
 
 @click.command()
-@click.option("--models", required=True, help="Comma-separated trained model names (latest in the store) or paths.")
+@click.option(
+    "--models",
+    required=True,
+    help="Comma-separated model names (shipped, e.g. fracatlas-lite0, or the newest trained in the store) or paths.",
+)
 @click.option("--methods", required=True, help="Comma-separated explainer names, e.g. gradcam,saliency.")
 @click.option(
     "--data",

@@ -8,7 +8,15 @@ from typing import Any, Literal
 import click
 
 from xray_xai import api
-from xray_xai.cli._common import announce_models, echo_json, echo_provenance, handle_errors, param_option, refuse_on_ray
+from xray_xai.cli._common import (
+    MODEL_HELP,
+    announce_models,
+    echo_json,
+    echo_provenance,
+    handle_errors,
+    param_option,
+    refuse_on_ray,
+)
 
 
 def _parse_range(text: str | None) -> list[int] | None:
@@ -29,7 +37,7 @@ def _parse_range(text: str | None) -> list[int] | None:
 
 
 @click.command()
-@click.option("--model", "model_name", help="Model name (newest stored checkpoint of it) or checkpoint path.")
+@click.option("--model", "model_name", help=MODEL_HELP)
 @click.option(
     "--checkpoint",
     type=click.Path(exists=True, dir_okay=True, path_type=Path),

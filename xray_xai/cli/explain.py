@@ -24,7 +24,10 @@ from xray_xai.cli._common import (
     "--model",
     "models",
     multiple=True,
-    help="Model name (newest trained one in the store) or checkpoint path; repeat to compare models side by side.",
+    help=(
+        "Shipped model (fracatlas-lite0), model name (newest trained one in the store) or checkpoint path; repeat to "
+        "compare models side by side."
+    ),
 )
 @click.option(
     "--checkpoint",

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from xray_xai import api
-from xray_xai.cli._common import STRICT_HELP, announce_models, echo_json, echo_provenance, handle_errors
+from xray_xai.cli._common import MODEL_HELP, STRICT_HELP, announce_models, echo_json, echo_provenance, handle_errors
 
 
 def _fmt(v: Any) -> str:
@@ -169,7 +169,7 @@ def _head_options(hidden: str | None, dropout: float | None, init: str | None, m
 
 
 @click.command()
-@click.option("--model", "model_name", help="Model name (newest trained in the store) or checkpoint path.")
+@click.option("--model", "model_name", help=MODEL_HELP)
 @click.option(
     "--checkpoint",
     type=click.Path(exists=True, path_type=Path),
@@ -276,7 +276,7 @@ def _print_evaluation(result: dict[str, Any]) -> None:
 
 
 @click.command()
-@click.option("--model", "model_name", help="Model name (newest trained in the store) or checkpoint path.")
+@click.option("--model", "model_name", help=MODEL_HELP)
 @click.option(
     "--checkpoint",
     type=click.Path(exists=True, path_type=Path),

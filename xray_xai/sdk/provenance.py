@@ -137,7 +137,7 @@ def _inside_phantoms(path: Path) -> bool:
             continue
         if getattr(cls.tags, "generator", False):
             generators.append(cls)
-    for folder in [path, *path.parents][:6]:
+    for folder in [path, *path.parents][:8]:  # a MURA-layout film sits 6 folders below the data set root
         for cls in generators:
             try:
                 if folder.is_dir() and cls.detect(folder):
