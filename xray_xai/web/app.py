@@ -367,13 +367,14 @@ def _add_api_routes(app: FastAPI, server: _Server) -> None:
     @app.post("/api/explain", tags=["api"])
     async def explain(
         files: list[UploadFile] = File(..., description="one radiograph, or several views of one study"),
-        model: str | None = Form(None, description="model key (default: the first offered model)"),
+        model: str | None = Form(None, description="model key (default: the page's preselected model)"),
         methods: list[str] | None = Form(None, description=f"explanation methods (default: {DEFAULT_METHOD})"),
         maps: bool = Form(False, description="also return each map as nested lists of floats in [0, 1]"),
     ) -> dict[str, Any]:
         """Probabilities plus, per method and view, the heatmap over the film and the bare map as base64 PNGs."""
         uploads = await server.read_uploads(files)
-        keys = [model] if model else server.default_keys(None)[:1]
+        default = server.cache.default_key()  # the best real-data model, as the page preselects
+        keys = [model] if model else ([default] if default else server.default_keys(None)[:1])
         chosen = [m for m in (methods or []) if m] or [DEFAULT_METHOD]
         analysis, blobs = await server.analyse(uploads, keys, chosen, pngs=True)
         return analysis.to_dict(lambda n: base64.b64encode(blobs[n]).decode("ascii"), maps=maps)
