@@ -74,10 +74,12 @@ def method_list(methods: str | Sequence[str] | None) -> list[str]:
 
 
 def model_labels(models: Sequence[Model]) -> list[str]:
-    """One file-name-safe label per model, its name; a name used twice gets ``-<position>`` appended."""
+    """One file-name-safe label per model, its name (a shipped model's own name, e.g. ``fracatlas-lite0``); a name
+    used twice gets ``-<position>`` appended."""
     labels: list[str] = []
     for i, model in enumerate(models):
-        label = output_stem(model.name or type(model).__name__)
+        prov = provenance(model)
+        label = output_stem(prov.name if prov.shipped else (model.name or type(model).__name__))
         labels.append(label if label not in labels else f"{label}-{i + 1}")
     return labels
 
