@@ -73,3 +73,12 @@ def noise_film(tmp_path: Path) -> Path:
     path = tmp_path / "film.png"
     Image.fromarray((np.random.default_rng(0).random((40, 40)) * 255).astype(np.uint8)).save(path)
     return path
+
+
+@pytest.fixture
+def no_shipped_models(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hide the models that ship with xray-xai (fracatlas-lite0), for tests about a store-only world (the web page
+    listing exactly the models a test trained)."""
+    from xray_xai.models import shipped
+
+    monkeypatch.setattr(shipped, "SHIPPED_DIR", tmp_path_factory.mktemp("no_shipped"))

@@ -97,7 +97,9 @@ def test_train_evaluate_predict_models(tmp_path: Path) -> None:
 
     res = runner.invoke(main, ["models", "--json"])
     assert res.exit_code == 0
-    assert [e["name"] for e in json.loads(res.stdout)] == ["cnn-small"]
+    listed = json.loads(res.stdout)
+    assert [e["name"] for e in listed if not e["shipped"]] == ["cnn-small"]
+    assert {e["name"] for e in listed if e["shipped"]} == {"fracatlas-lite0"}
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from xray_xai.cli import audit as audit_cli
 
 AUDIT_HEADERS = ["model", "method", "deletion ↓", "insertion ↑", "pointing", "IoU otsu", "mass in mask", "border"]
 PLUGIN_HEADERS = ["kind", "name", "package", "description", "tags"]
-MODEL_HEADERS = ["name", "created", "dataset", "epochs", "val accuracy", "source", "path"]
+MODEL_HEADERS = ["name", "source", "created", "dataset", "epochs", "AUROC", "path"]
 METHODS = ["integrated-gradients", "gradcam++", "layercam"]
 
 
@@ -95,7 +95,7 @@ def test_piped_tables_are_plain_rows_one_line_each(tiny_checkpoint: Path) -> Non
     assert "needs_gradients," in gradcam.split()
 
     res = CliRunner().invoke(main, ["models"])
-    header = ["name", "created", "dataset", "epochs", "val", "accuracy", "source", "path"]
+    header = ["name", "source", "created", "dataset", "epochs", "AUROC", "path"]
     assert res.stdout.splitlines()[0].split() == header
     assert str(tiny_checkpoint) in res.stdout.splitlines()[2].split()
 

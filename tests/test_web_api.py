@@ -26,6 +26,8 @@ from xray_xai.models import store
 from xray_xai.web.app import create_app, is_loopback
 from xray_xai.web.service import ModelCache, display_name
 
+pytestmark = pytest.mark.usefixtures("no_shipped_models")  # these tests list exactly the models they train
+
 SIZE = 32
 
 

@@ -29,6 +29,8 @@ import xray_xai  # noqa: E402
 from xray_xai.models import store  # noqa: E402
 from xray_xai.web.app import create_app  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("no_shipped_models")  # these tests list exactly the models they train
+
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

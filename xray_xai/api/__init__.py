@@ -62,6 +62,7 @@ from xray_xai.api._models import (
     write_predictions,
 )
 from xray_xai.api._process import prepare_process, ray_unsupported, to_json
+from xray_xai.api._provenance import best_real_model, describe_models, list_models, provenance
 from xray_xai.api._strata import STRATA_CORRECTIONS, strata
 from xray_xai.defaults import (
     CALIBRATION_METHODS,
@@ -84,12 +85,14 @@ __all__ = [
     "STUDY_AGGREGATIONS",
     "ParamError",
     "audit",
+    "best_real_model",
     "calibrate",
     "calibrated_probability",
     "calibration_info",
     "cluster",
     "data_summary",
     "demo",
+    "describe_models",
     "epoch_line",
     "evaluate",
     "explain",
@@ -98,6 +101,7 @@ __all__ = [
     "extract_features",
     "format_stat",
     "import_model",
+    "list_models",
     "list_plugins",
     "list_store",
     "load_model",
@@ -110,6 +114,7 @@ __all__ = [
     "predictions_csv",
     "prepare_process",
     "preprocessing",
+    "provenance",
     "ray_unsupported",
     "read_image_bytes",
     "resolve_model",

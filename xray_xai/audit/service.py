@@ -119,6 +119,8 @@ def _model_block(model: Model, label: str, ctx: ModelContext, settings: AuditSet
     shared by all its methods)."""
     import numpy as np
 
+    from xray_xai.sdk.provenance import provenance
+
     t0 = time.perf_counter()
     random_faith, controls = score_controls(ctx, settings.control_faithfulness)
     labels = np.array([np.nan if r.label is None else r.label for r in ctx.inputs.records], dtype=float)
@@ -127,6 +129,7 @@ def _model_block(model: Model, label: str, ctx: ModelContext, settings: AuditSet
     return {
         "name": getattr(model, "name", label),
         "fingerprint": model.fingerprint() if hasattr(model, "fingerprint") else "",
+        "provenance": provenance(model).to_dict(),  # name, training data, AUROC: the report shows it
         "input_size": int(ctx.inputs.images.shape[-1]),
         "n_images": len(ctx.inputs.records),
         "n_localisation": len(ctx.gt_idx),

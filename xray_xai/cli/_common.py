@@ -13,14 +13,20 @@ from xray_xai import api
 from xray_xai.errors import XrayXaiError, one_line
 
 __all__ = [
+    "MODEL_HELP",
     "STRICT_HELP",
+    "announce_models",
     "echo_json",
+    "echo_provenance",
     "handle_errors",
     "param_option",
     "parse_or_bad_parameter",
     "print_table",
     "refuse_on_ray",
 ]
+
+#: ``--model`` of the commands that run one model (evaluate, predict, cluster): the rule of models/resolve.py
+MODEL_HELP = "Shipped model (fracatlas-lite0), model name (newest trained in the store) or checkpoint path."
 
 #: ``--strict`` of the commands that read films (train, evaluate, predict, explain, cluster, audit).
 STRICT_HELP = (
@@ -124,3 +130,21 @@ def print_table(
         echo(title)
     for cells in (list(headers), ["-" * w for w in widths], *plain):
         echo("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip())
+
+
+def announce_models(models: Any, **films: Any) -> list[str]:
+    """Warn on stderr, before any work, for each model trained on synthetic phantoms that is given films that are not
+    phantoms; return each model's provenance line (:func:`xray_xai.api.provenance`) for the command's summary.
+    ``models``: the specs of ``--model`` (or one loaded model); ``films``: what the command reads (``dataset``,
+    ``data_root``, ``inputs``, ``checkpoint``), as :func:`xray_xai.api.describe_models` takes them."""
+    specs = list(models) if isinstance(models, list | tuple) else [models]
+    provs, warnings = api.describe_models(specs, **films)
+    for text in warnings:
+        click.secho(f"warning: {text}", err=True, fg="red", bold=True)
+    return [str(p["short"]) for p in provs]
+
+
+def echo_provenance(lines: Iterable[str]) -> None:
+    """The models' provenance at the end of a command's summary: ``model: NAME [fp]: trained on ..., AUROC ...``."""
+    for line in lines:
+        click.echo(f"model: {line}")

@@ -8,13 +8,17 @@ from typing import Any, Literal
 import click
 
 from xray_xai import api
-from xray_xai.cli._common import STRICT_HELP, echo_json, handle_errors, print_table
+from xray_xai.cli._common import STRICT_HELP, announce_models, echo_json, echo_provenance, handle_errors, print_table
 
 __all__ = ["audit"]
 
 
 @click.command()
-@click.option("--models", required=True, help="Comma-separated trained model names (latest in the store) or paths.")
+@click.option(
+    "--models",
+    required=True,
+    help="Comma-separated model names (shipped, e.g. fracatlas-lite0, or the newest trained in the store) or paths.",
+)
 @click.option("--methods", required=True, help="Comma-separated explainer names, e.g. gradcam,saliency.")
 @click.option(
     "--data",
@@ -102,6 +106,7 @@ def audit(
 
     if out_dir is None:
         out_dir = Path(f"audit-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    lines = announce_models(api.split_names(models), dataset=dataset, data_root=data_root)
     result = api.audit(
         api.split_names(models),
         methods,
@@ -129,6 +134,7 @@ def audit(
         listed = Path(out_dir) / "warnings.csv"
         click.echo(f"{len(result['warnings'])} damaged image(s) kept, listed in {listed}", err=True)
     click.echo(f"report: {result['report']['html']}")
+    echo_provenance(lines)
 
 
 def _print_table(result: dict[str, Any]) -> None:

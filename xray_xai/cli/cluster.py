@@ -8,7 +8,15 @@ from typing import Any, Literal
 import click
 
 from xray_xai import api
-from xray_xai.cli._common import echo_json, handle_errors, param_option, refuse_on_ray
+from xray_xai.cli._common import (
+    MODEL_HELP,
+    announce_models,
+    echo_json,
+    echo_provenance,
+    handle_errors,
+    param_option,
+    refuse_on_ray,
+)
 
 
 def _parse_range(text: str | None) -> list[int] | None:
@@ -29,7 +37,7 @@ def _parse_range(text: str | None) -> list[int] | None:
 
 
 @click.command()
-@click.option("--model", "model_name", help="Model name (newest stored checkpoint of it) or checkpoint path.")
+@click.option("--model", "model_name", help=MODEL_HELP)
 @click.option(
     "--checkpoint",
     type=click.Path(exists=True, dir_okay=True, path_type=Path),
@@ -143,6 +151,8 @@ def cluster(
         refuse_on_ray("cluster", per_region=per_region, select_k_range=k_range, on=on)
         if min_cluster_size is not None:
             raise click.UsageError("--min-cluster-size only works with --backend local")
+    names = [model_name] if model_name else []
+    lines = announce_models(names, checkpoint=checkpoint, dataset=dataset, data_root=data_root)
     summary = api.cluster(
         model_name, data_root, checkpoint=checkpoint, dataset=dataset, k=k, method=method, method_params=params,
         splits=api.split_names(splits), threshold=None if all_images else threshold, region=region,
@@ -156,6 +166,8 @@ def cluster(
         _report_ray(summary)
     else:
         _report(summary)
+    if not as_json:
+        echo_provenance(lines)
 
 
 def _report(summary: dict[str, Any]) -> None:

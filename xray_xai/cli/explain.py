@@ -8,7 +8,15 @@ from typing import Any, Literal
 import click
 
 from xray_xai import api
-from xray_xai.cli._common import STRICT_HELP, echo_json, handle_errors, parse_or_bad_parameter, refuse_on_ray
+from xray_xai.cli._common import (
+    STRICT_HELP,
+    announce_models,
+    echo_json,
+    echo_provenance,
+    handle_errors,
+    parse_or_bad_parameter,
+    refuse_on_ray,
+)
 
 
 @click.command()
@@ -16,7 +24,10 @@ from xray_xai.cli._common import STRICT_HELP, echo_json, handle_errors, parse_or
     "--model",
     "models",
     multiple=True,
-    help="Model name (newest trained one in the store) or checkpoint path; repeat to compare models side by side.",
+    help=(
+        "Shipped model (fracatlas-lite0), model name (newest trained one in the store) or checkpoint path; repeat to "
+        "compare models side by side."
+    ),
 )
 @click.option(
     "--checkpoint",
@@ -153,6 +164,7 @@ def explain(
     method_params = parse_or_bad_parameter(lambda: api.method_params(params, chosen))
     if backend == "ray":
         refuse_on_ray("explain", only=only, per_member=per_member, resume=resume)
+    lines = announce_models(list(models), checkpoint=checkpoint, dataset=dataset, data_root=data, inputs=inputs)
     result = api.explain(
         list(models), chosen, checkpoint=checkpoint, inputs=list(inputs), data=data, dataset=dataset, split=split,
         only=only, threshold=threshold, out=out, formats=formats, per_member=per_member, batch_size=batch_size,
@@ -165,6 +177,8 @@ def explain(
         _report_ray(result)
     else:
         _report(result)
+    if not as_json:
+        echo_provenance(lines)
 
 
 def _report(result: Any) -> None:

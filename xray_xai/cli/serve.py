@@ -22,7 +22,10 @@ __all__ = ["serve"]
     "--models",
     default=None,
     metavar="A,B",
-    help="Comma-separated model names (newest stored checkpoint) or checkpoint paths; default: every stored model.",
+    help=(
+        "Comma-separated model names (shipped, or the newest stored checkpoint) or checkpoint paths; default: the "
+        "shipped models and every stored model."
+    ),
 )
 @click.option(
     "--max-upload-mb",

@@ -10,7 +10,15 @@ from typing import Any
 import click
 
 from xray_xai import api
-from xray_xai.cli._common import STRICT_HELP, echo_json, handle_errors, print_table
+from xray_xai.cli._common import (
+    MODEL_HELP,
+    STRICT_HELP,
+    announce_models,
+    echo_json,
+    echo_provenance,
+    handle_errors,
+    print_table,
+)
 from xray_xai.cli.calibrate import parse_levels, print_calibration
 
 
@@ -191,7 +199,7 @@ def _head_options(hidden: str | None, dropout: float | None, init: str | None, m
 
 
 @click.command()
-@click.option("--model", "model_name", help="Model name (newest trained in the store) or checkpoint path.")
+@click.option("--model", "model_name", help=MODEL_HELP)
 @click.option(
     "--checkpoint",
     type=click.Path(exists=True, path_type=Path),
@@ -257,8 +265,10 @@ def evaluate(
     """
     if not model_name and checkpoint is None:
         raise click.UsageError("give --model NAME or --checkpoint PATH")
+    model = api.resolve_model(model_name, checkpoint)
+    lines = announce_models(model, dataset=dataset, data_root=data_root)
     result = api.evaluate(
-        api.resolve_model(model_name, checkpoint),
+        model,
         data_root,
         dataset=dataset,
         split=split,
@@ -283,6 +293,7 @@ def evaluate(
         return
     _print_evaluation(result)
     print_calibration(result)
+    echo_provenance(lines)
 
 
 def _print_evaluation(result: dict[str, Any]) -> None:
@@ -312,7 +323,7 @@ def _print_evaluation(result: dict[str, Any]) -> None:
 
 
 @click.command()
-@click.option("--model", "model_name", help="Model name (newest trained in the store) or checkpoint path.")
+@click.option("--model", "model_name", help=MODEL_HELP)
 @click.option(
     "--checkpoint",
     type=click.Path(exists=True, path_type=Path),
@@ -369,8 +380,10 @@ def predict(
         raise click.UsageError("give --model NAME or --checkpoint PATH")
     if bool(inputs) == (data_root is not None):
         raise click.UsageError("give either --input (one or more) or --data")
+    model = api.resolve_model(model_name, checkpoint)
+    lines = announce_models(model, dataset=dataset, data_root=data_root, inputs=inputs)
     rows, problems = api.predict(
-        api.resolve_model(model_name, checkpoint),
+        model,
         list(inputs) or None,
         data_root=data_root,
         split=split,
@@ -398,6 +411,8 @@ def predict(
         echo_json(rows)
     elif csv_path is None:
         click.echo(api.predictions_csv(rows), nl=False)
+    for line in lines:  # on stderr: stdout may be the CSV
+        click.echo(f"model: {line}", err=True)
 
 
 def _source(source: Any) -> str:
@@ -411,14 +426,16 @@ def _source(source: Any) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
 def models(as_json: bool) -> None:
-    """List the trained models in the store ($XRAY_XAI_HOME/models, default ~/.xray-xai/models).
+    """List the models that ship with xray-xai and the trained models in the store ($XRAY_XAI_HOME/models, default
+    ~/.xray-xai/models), with the data set each was trained on and its AUROC (test AUROC from the model card for a
+    shipped model, validation AUROC of the kept epoch for a trained one).
 
     \b
     Example:
       xray-xai models
       xray-xai models --json | jq '.[].path'
     """
-    entries = api.list_store()
+    entries = api.list_models()
     if as_json:
         echo_json(entries)
         return
@@ -426,11 +443,15 @@ def models(as_json: bool) -> None:
 
     rows = []
     for e in entries:
-        acc = (e.get("metrics") or {}).get("val_accuracy")
+        if e.get("shipped"):
+            kind, auroc = "shipped", (e.get("test") or {}).get("auroc")
+        else:
+            kind, auroc = _source(e.get("source")), (e.get("metrics") or {}).get("val_auroc")
         rows.append([
-            e["name"], str(e.get("created") or "-"), str(e.get("dataset") or "-"), _fmt(e.get("epochs")), _fmt(acc),
-            _source(e.get("source")), escape(e.get("problem") or e["path"]),
+            e["name"], kind, str(e.get("created") or "-")[:19], str(e.get("dataset") or "-"), _fmt(e.get("epochs")),
+            (_fmt(auroc) + (" test" if e.get("shipped") else " val")) if auroc is not None else "-",
+            escape(e.get("problem") or e["path"]),
         ])  # fmt: skip
-    print_table(("name", "created", "dataset", "epochs", "val accuracy", "source", "path"), rows)
-    if not entries:
+    print_table(("name", "source", "created", "dataset", "epochs", "AUROC", "path"), rows)
+    if not any(not e.get("shipped") for e in entries):
         click.echo("no trained models yet: xray-xai train --model NAME --data DIR", err=True)

@@ -55,9 +55,16 @@ def plot_k_selection(ks: list[int], scores: list[float], best: int, path: Path, 
 
 
 def plot_projection(
-    path: Path, est: Any, X: np.ndarray, Z: np.ndarray, labels: np.ndarray, regions: list[str | None] | None
+    path: Path,
+    est: Any,
+    X: np.ndarray,
+    Z: np.ndarray,
+    labels: np.ndarray,
+    regions: list[str | None] | None,
+    title: str = "",
 ) -> Path:
-    """Two panels on the first two principal components: coloured by cluster, and by region."""
+    """Two panels on the first two principal components: coloured by cluster, and by region; ``title`` above them
+    (the model's provenance: name, training data, AUROC)."""
     if Z.shape[1] >= 2 and getattr(est, "components_", None) is not None:
         P = est.transform_2d(X)
     else:
@@ -80,6 +87,8 @@ def plot_projection(
         ax.set_xlabel("PC 1")
         ax.set_ylabel("PC 2")
         ax.legend(loc="best", fontsize=7, markerscale=1.5)
+    if title:
+        fig.suptitle(title, fontsize=8.5)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -36,6 +36,7 @@ from xray_xai.cluster.describe import (
 from xray_xai.defaults import CLUSTER_EXPLAINER, DECISION_THRESHOLD
 from xray_xai.errors import DataError, XrayXaiError
 from xray_xai.sdk.interfaces import Model, Problem, Record
+from xray_xai.sdk.provenance import provenance
 
 __all__ = [
     "MISSING",
@@ -390,6 +391,7 @@ def _summary_head(
         "out_dir": str(out),
         "model": getattr(model, "name", type(model).__name__),
         "model_fingerprint": model_fingerprint(model),
+        "provenance": provenance(model).to_dict(),  # name, training data, AUROC: the report shows it
         "checkpoint": str(getattr(model, "checkpoint_path", "") or "") or None,
         "data": str(data_root),
         "dataset": getattr(ds, "name", dataset),
@@ -574,7 +576,11 @@ def _write_group_files(
         "assignments": str(write_assignments(out / "assignments.csv", fs, labels, dist)),
         "composition": str(write_composition(out / "composition.csv", comp)),
         "agreement": str(write_agreement(out / "agreement.csv", agree)),
-        "projection": str(plot_projection(out / "projection.png", est, X, Z, labels, columns.get("region"))),
+        "projection": str(
+            plot_projection(
+                out / "projection.png", est, X, Z, labels, columns.get("region"), title=provenance(model).short
+            )
+        ),
         "montages": {
             str(c): str(montage(out / f"montage_cluster_{c}.png", fs.records, labels, dist, c, model, montage_size))
             for c in ids

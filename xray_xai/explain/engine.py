@@ -30,6 +30,7 @@ from xray_xai.errors import PluginError, XrayXaiError, one_line
 from xray_xai.models.calibration import calibrated
 from xray_xai.models.operating import resolve_threshold
 from xray_xai.sdk.interfaces import Explainer, Explanation, Model
+from xray_xai.sdk.provenance import provenance
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -75,10 +76,12 @@ def method_list(methods: str | Sequence[str] | None) -> list[str]:
 
 
 def model_labels(models: Sequence[Model]) -> list[str]:
-    """One file-name-safe label per model, its name; a name used twice gets ``-<position>`` appended."""
+    """One file-name-safe label per model, its name (a shipped model's own name, e.g. ``fracatlas-lite0``); a name
+    used twice gets ``-<position>`` appended."""
     labels: list[str] = []
     for i, model in enumerate(models):
-        label = output_stem(model.name or type(model).__name__)
+        prov = provenance(model)
+        label = output_stem(prov.name if prov.shipped else (model.name or type(model).__name__))
         labels.append(label if label not in labels else f"{label}-{i + 1}")
     return labels
 
@@ -139,6 +142,7 @@ class ModelFilms:
     threshold: float = DECISION_THRESHOLD
     #: the model's own probabilities before the sidecar's calibration (equal to ``probabilities`` without one)
     probabilities_raw: np.ndarray | None = None
+    provenance: str = ""  #: the model's name, training data and AUROC in one line (xray_xai.sdk.provenance)
 
     @property
     def study_probability(self) -> float:
@@ -237,6 +241,7 @@ def explain_prepared(
                 methods=methods,
                 threshold=resolve_threshold(model, threshold)[0],
                 probabilities_raw=np.asarray(raw, dtype=np.float64).reshape(-1),
+                provenance=provenance(model).short,
             )
         )
     return out

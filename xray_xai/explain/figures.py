@@ -26,9 +26,9 @@ def title(method: str, model: str, prob: float, target: str = "abnormal") -> str
     return f"{method} - {model} - p(abnormal) = {prob:.3f}{evidence}"
 
 
-def write_overlay(path: Path, film: np.ndarray, exp: Explanation, j: int) -> Path:
-    """Film and film + map of image ``j``, with the method, model and probability in the title; superpixel methods
-    also outline the kept superpixels."""
+def write_overlay(path: Path, film: np.ndarray, exp: Explanation, j: int, footer: str = "") -> Path:
+    """Film and film + map of image ``j``, with the method, model and probability in the title and the model's
+    provenance (``footer``) under it; superpixel methods also outline the kept superpixels."""
     kept = exp.extras.get("kept_superpixels")
     seg = exp.extras.get("superpixels")
     return render_overlay(
@@ -38,10 +38,11 @@ def write_overlay(path: Path, film: np.ndarray, exp: Explanation, j: int) -> Pat
         title=title(exp.method, exp.model, float(exp.probabilities[j]), exp.target),
         kept=kept[j] if isinstance(kept, np.ndarray) else None,
         labels=seg[j] if isinstance(seg, np.ndarray) else None,
+        footer=footer,
     )
 
 
-def write_members(path: Path, film: np.ndarray, exp: Explanation, j: int) -> Path:
+def write_members(path: Path, film: np.ndarray, exp: Explanation, j: int, footer: str = "") -> Path:
     """The fused map, each member's map and the disagreement map (std across members) of an ensemble, one row."""
     names = list(exp.extras.get("member_names", []))
     maps = exp.extras["member_maps"][:, j]
@@ -51,7 +52,8 @@ def write_members(path: Path, film: np.ndarray, exp: Explanation, j: int) -> Pat
     panels += [Panel(film, m, caption=f"{n} p={p:.3f}") for n, m, p in zip(names, maps, probs, strict=True)]
     peak = float(dis.max())
     panels.append(Panel(film, dis / peak if peak > 0 else dis, caption=f"disagreement (std, max {peak:.2f})"))
-    return render_grid([panels], path, title=title(exp.method, exp.model, float(exp.probabilities[j]), exp.target))
+    head = title(exp.method, exp.model, float(exp.probabilities[j]), exp.target)
+    return render_grid([panels], path, title=head, footer=footer)
 
 
 def write_comparison(
@@ -68,7 +70,8 @@ def write_comparison(
         )
         row_labels.append(f"{run.label}\np(abnormal)={prob:.3f}")
     head = rec.image_id + ("" if target == "abnormal" else f"  (evidence for {target})")
-    return render_grid(rows, path, row_labels=row_labels, title=head)
+    footer = "\n".join(dict.fromkeys(run.provenance for run in runs if run.provenance))
+    return render_grid(rows, path, row_labels=row_labels, title=head, footer=footer)
 
 
 def write_study(
@@ -83,4 +86,5 @@ def write_study(
         path,
         view_labels=view_labels,
         title=head,
+        footer=run.provenance,
     )

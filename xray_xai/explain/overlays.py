@@ -163,8 +163,10 @@ def render_overlay(
     kept: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     show_film: bool = True,
+    footer: str = "",
 ) -> Path:
-    """Film (left) and film + heatmap with a colour bar (right), ``title`` above (method, model, probability).
+    """Film (left) and film + heatmap with a colour bar (right), ``title`` above (method, model, probability),
+    ``footer`` below (the model's provenance: training data, AUROC).
 
     With ``kept`` (a superpixel mask) the right panel brightens the kept superpixels and outlines them.
     """
@@ -177,7 +179,14 @@ def render_overlay(
     _colorbar(fig, axes[-1], cmap)
     if title:
         fig.suptitle(title, fontsize=10)
+    _footer(fig, footer)
     return _save(fig, path)
+
+
+def _footer(fig: Figure, text: str) -> None:
+    """A small grey line under the panels (the model's provenance), or nothing."""
+    if text:
+        fig.supxlabel(text, fontsize=7.5, color="0.35")
 
 
 def render_grid(
@@ -188,8 +197,10 @@ def render_grid(
     title: str = "",
     cmap: str = DEFAULT_CMAP,
     alpha_max: float = DEFAULT_ALPHA,
+    footer: str = "",
 ) -> Path:
-    """A grid of panels (rows = models or members, columns = film + methods) with one shared colour bar."""
+    """A grid of panels (rows = models or members, columns = film + methods) with one shared colour bar;
+    ``footer``: the models' provenance, under the panels."""
     n_rows = len(rows)
     n_cols = max((len(r) for r in rows), default=0)
     if not n_rows or not n_cols:
@@ -208,6 +219,7 @@ def render_grid(
     _colorbar(fig, axes[:, -1].tolist(), cmap)
     if title:
         fig.suptitle(title, fontsize=10)
+    _footer(fig, footer)
     return _save(fig, path)
 
 
@@ -221,6 +233,7 @@ def render_study(
     title: str = "",
     cmap: str = DEFAULT_CMAP,
     alpha_max: float = DEFAULT_ALPHA,
+    footer: str = "",
 ) -> Path:
     """All views of a study in one figure; each caption gives the view's probability and its share of the study
     score (study probability = mean over views; share = p_i / sum_j p_j)."""
@@ -233,7 +246,7 @@ def render_study(
         panels.append(Panel(film, heat, caption=f"{label}\np={probs[i]:.3f}, share {shares[i]:.0%}"))
     study_p = float(probs.mean()) if len(probs) else float("nan")
     head = f"{title}  study p={study_p:.3f}" if title else f"study p={study_p:.3f}"
-    return render_grid([panels], path, title=head, cmap=cmap, alpha_max=alpha_max)
+    return render_grid([panels], path, title=head, cmap=cmap, alpha_max=alpha_max, footer=footer)
 
 
 _SHEET_CSS = """

@@ -283,7 +283,10 @@ def _explain_batch(job: _Job, batch: Sequence[int]) -> None:
                     item["explanation"] = _slice(exp, j)
                     item["film"] = run.films[j]
                 else:
-                    item["files"] = job.outputs.write_item(stem, run.label, method, run.films[j], exp, j, item)
+                    item["provenance"] = run.provenance
+                    item["files"] = job.outputs.write_item(
+                        stem, run.label, method, run.films[j], exp, j, item, run.provenance
+                    )
                 job.result.items.append(item)
         if job.outputs is not None:
             job.result.figures.extend(job.outputs.write_image_figures(rec, stem, runs, j))

@@ -20,6 +20,7 @@ from xray_xai._util.fsutil import atomic_write_json, atomic_write_text, write_sk
 from xray_xai.defaults import DECISION_THRESHOLD, DEFAULT_LEVELS
 from xray_xai.errors import DataError, PluginError, XrayXaiError, one_line
 from xray_xai.sdk.interfaces import Model, Problem, Record
+from xray_xai.sdk.provenance import provenance
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -172,6 +173,7 @@ def evaluate(
     cal = None if uncalibrated else calibrator_of(model)
     result: dict[str, Any] = {
         "model": getattr(model, "name", str(model_name_or_path)),
+        "provenance": provenance(model).to_dict(),  # name, training data, AUROC: shown on every figure
         "checkpoint": str(checkpoint or getattr(model, "checkpoint_path", None) or model_name_or_path),
         "dataset": ds_name,
         "data_root": str(data_root),
@@ -286,11 +288,13 @@ def _write_evaluation(
     ``metrics.json`` under ``out``."""
     from xray_xai.models.evaluation_figures import plot_confusion, plot_pr, plot_reliability, plot_roc
 
+    footer = str(result.get("provenance", {}).get("short", ""))  # the model's name, training data and AUROC
+    image, study = result["image"]["overall"], result["study"]["overall"]
     files = {
-        "roc": str(plot_roc(out / "roc.png", curves["curves"])),
-        "pr": str(plot_pr(out / "pr.png", curves["curves"])),
-        "reliability": str(plot_reliability(out / "reliability.png", curves["reliability"])),
-        "confusion": str(plot_confusion(out / "confusion.png", result["image"]["overall"], result["study"]["overall"])),
+        "roc": str(plot_roc(out / "roc.png", curves["curves"], footer)),
+        "pr": str(plot_pr(out / "pr.png", curves["curves"], footer)),
+        "reliability": str(plot_reliability(out / "reliability.png", curves["reliability"], footer)),
+        "confusion": str(plot_confusion(out / "confusion.png", image, study, footer)),
         "skipped": str(write_skipped_csv(out / "skipped.csv", skipped, warnings=warned)),
         "warnings": str(out / "warnings.csv"),
         "predictions": str(_write_rows(out / "predictions.csv", curves["predictions"])),

@@ -30,8 +30,12 @@ def _figure(figsize: tuple[float, float]) -> Any:
     return fig
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _save(fig: Any, path: Path, footer: str = "") -> Path:
+    """Lay out and write atomically; ``footer``: the model's provenance in small grey type under the plot."""
     fig.tight_layout()
+    if footer:
+        fig.text(0.5, 0.01, footer, ha="center", va="bottom", fontsize=6.5, color="0.35", wrap=True)
+        fig.subplots_adjust(bottom=0.2)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
     return path
@@ -49,7 +53,7 @@ def _at(y: Any, p: Any, threshold: float) -> tuple[float, float, float | None]:
     return sens, fpr, prec
 
 
-def plot_roc(path: Path, curves: Sequence[Curve]) -> Path:
+def plot_roc(path: Path, curves: Sequence[Curve], footer: str = "") -> Path:
     """ROC curve of each level, its operating points marked (and named in the legend)."""
     from sklearn.metrics import roc_curve
 
@@ -71,10 +75,10 @@ def plot_roc(path: Path, curves: Sequence[Curve]) -> Path:
     ax.set_xlabel("1 - specificity")
     ax.set_ylabel("sensitivity")
     ax.legend(loc="lower right", fontsize=7)
-    return _save(fig, path)
+    return _save(fig, path, footer)
 
 
-def plot_pr(path: Path, curves: Sequence[Curve]) -> Path:
+def plot_pr(path: Path, curves: Sequence[Curve], footer: str = "") -> Path:
     """Precision-recall curve of each level with its prevalence line and operating points."""
     import numpy as np
     from sklearn.metrics import average_precision_score, precision_recall_curve
@@ -99,10 +103,12 @@ def plot_pr(path: Path, curves: Sequence[Curve]) -> Path:
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.legend(loc="upper right", fontsize=7)
-    return _save(fig, path)
+    return _save(fig, path, footer)
 
 
-def plot_reliability(path: Path, panels: Sequence[tuple[str, Sequence[tuple[str, dict[str, Any]]]]]) -> Path:
+def plot_reliability(
+    path: Path, panels: Sequence[tuple[str, Sequence[tuple[str, dict[str, Any]]]]], footer: str = ""
+) -> Path:
     """One panel per level; in each, one reliability curve per probability (e.g. raw and calibrated): observed share
     of positives against mean probability per bin, marker area by the bin's films, the diagonal for reference."""
     fig = _figure((4.6 * len(panels), 4.6))
@@ -123,10 +129,10 @@ def plot_reliability(path: Path, panels: Sequence[tuple[str, Sequence[tuple[str,
         ax.set_ylabel("observed share abnormal")
         ax.set_title(title)
         ax.legend(loc="upper left", fontsize=8)
-    return _save(fig, path)
+    return _save(fig, path, footer)
 
 
-def plot_confusion(path: Path, image: dict[str, Any], study: dict[str, Any]) -> Path:
+def plot_confusion(path: Path, image: dict[str, Any], study: dict[str, Any], footer: str = "") -> Path:
     import numpy as np
 
     fig = _figure((7, 3.5))
@@ -141,4 +147,4 @@ def plot_confusion(path: Path, image: dict[str, Any], study: dict[str, Any]) -> 
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(f"{title} level")
-    return _save(fig, path)
+    return _save(fig, path, footer)

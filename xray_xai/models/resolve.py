@@ -1,7 +1,8 @@
 """Which model do ``--model`` and ``--checkpoint`` name? One rule for every command and the Python API.
 
-* ``model`` alone: a registered name is the newest checkpoint of it in the store; a path loads that checkpoint;
-  a :class:`~xray_xai.sdk.interfaces.Model` is used as it is.
+* ``model`` alone: a shipped model's name (``fracatlas-lite0``, :mod:`xray_xai.models.shipped`) is its shipped
+  weights; a registered name is the newest checkpoint of it in the store (never a shipped model); a path loads that
+  checkpoint; a :class:`~xray_xai.sdk.interfaces.Model` is used as it is.
 * ``checkpoint`` alone: that checkpoint (a ``.safetensors`` file or a checkpoint folder).
 * both: they name ONE model, the checkpoint. A name must be the name of the model the checkpoint holds; a path must
   be the same checkpoint. Anything else is an error, never two models.
@@ -50,8 +51,11 @@ def resolve_spec(model: ModelSpec | None = None, checkpoint: str | Path | None =
         if other.resolve() != weights.resolve():
             raise CheckpointError(ckpt, f"is not the checkpoint {model} names ({other}); give one of them")
         return ckpt
-    held = str(store.read_sidecar(weights)["name"])
-    if held != str(model):
+    from xray_xai.models.shipped import shipped_name_of
+
+    side = store.read_sidecar(weights)
+    held = str(side["name"])
+    if str(model) not in (held, shipped_name_of(side)):
         raise CheckpointError(weights, f"holds model {held!r}, not {str(model)!r}")
     return ckpt
 

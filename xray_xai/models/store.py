@@ -233,7 +233,8 @@ def _check_suffix(path: Path) -> None:
 
 
 def resolve(name_or_path: str | Path) -> Path:
-    """The ``.safetensors`` file meant by a registered model name (newest stored) or a path (file or folder)."""
+    """The ``.safetensors`` file meant by a shipped model's name, a registered model name (newest stored) or a path
+    (file or folder)."""
     from xray_xai.sdk import registry
 
     p = Path(name_or_path).expanduser()
@@ -252,6 +253,11 @@ def resolve(name_or_path: str | Path) -> Path:
         _check_suffix(p)
         return p
     name = str(name_or_path)
+    from xray_xai.models.shipped import shipped_weights
+
+    shipped = shipped_weights(name)  # a shipped name always means the shipped weights (models/shipped.py)
+    if shipped is not None:
+        return shipped
     stored = latest(name) if name and "/" not in name and not name.startswith(".") else None
     if stored is not None and name not in registry.models:  # a name of its own, e.g. an imported model
         return stored / WEIGHTS

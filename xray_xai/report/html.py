@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from xray_xai.report.origins import models_section
 from xray_xai.report.sections import (
     AUDIT_COLUMNS,
     CONTROL_COLUMNS,
@@ -74,6 +75,7 @@ def render_html(
 
     created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = [f"<h1>{_e(title)}</h1><p class='muted'>xray-xai {_e(__version__)}, {_e(created)}</p>"]
+    body.append(models_section(evaluation, audit, clustering))
     if evaluation:
         body.append(evaluation_section(evaluation))
     if audit:

@@ -152,7 +152,8 @@ class _Server:
     def page(self, status: int = 200, **context: Any) -> HTMLResponse:
         """The page: the form, and the error or the result when ``context`` has one."""
         offered = self.cache.entries()
-        context.setdefault("chosen_models", list(offered)[:1])
+        default = self.cache.default_key()
+        context.setdefault("chosen_models", [default] if default else [])
         context.setdefault("chosen_methods", [DEFAULT_METHOD])
         html = self.env.get_template("index.html").render(
             models=[e.to_dict() for e in offered.values()],
@@ -294,7 +295,7 @@ def _add_page_routes(app: FastAPI, server: _Server) -> None:
             chosen_models = [m for m in form.getlist("models") if isinstance(m, str) and m]
             chosen_methods = [m for m in form.getlist("methods") if isinstance(m, str) and m]
             context: dict[str, Any] = {
-                "chosen_models": chosen_models or server.cache.keys()[:1],
+                "chosen_models": chosen_models or [k for k in [server.cache.default_key()] if k],
                 "chosen_methods": chosen_methods,
             }
             try:
@@ -341,9 +342,11 @@ def _add_api_routes(app: FastAPI, server: _Server) -> None:
 
     @app.get("/api/models", tags=["api"])
     def list_models() -> dict[str, Any]:
-        """The models this server offers (keys to send as ``models``/``model``) and the explanation methods."""
+        """The models this server offers (keys to send as ``models``/``model``, each with its ``provenance``: name,
+        training data, AUROC), the one the page preselects (``default_model``) and the explanation methods."""
         return {
             "models": [e.to_dict() for e in server.cache.entries().values()],
+            "default_model": server.cache.default_key(),
             "methods": explainer_names(),
             "default_method": DEFAULT_METHOD,
             "threshold": api.DECISION_THRESHOLD,
@@ -364,13 +367,14 @@ def _add_api_routes(app: FastAPI, server: _Server) -> None:
     @app.post("/api/explain", tags=["api"])
     async def explain(
         files: list[UploadFile] = File(..., description="one radiograph, or several views of one study"),
-        model: str | None = Form(None, description="model key (default: the first offered model)"),
+        model: str | None = Form(None, description="model key (default: the page's preselected model)"),
         methods: list[str] | None = Form(None, description=f"explanation methods (default: {DEFAULT_METHOD})"),
         maps: bool = Form(False, description="also return each map as nested lists of floats in [0, 1]"),
     ) -> dict[str, Any]:
         """Probabilities plus, per method and view, the heatmap over the film and the bare map as base64 PNGs."""
         uploads = await server.read_uploads(files)
-        keys = [model] if model else server.default_keys(None)[:1]
+        default = server.cache.default_key()  # the best real-data model, as the page preselects
+        keys = [model] if model else ([default] if default else server.default_keys(None)[:1])
         chosen = [m for m in (methods or []) if m] or [DEFAULT_METHOD]
         analysis, blobs = await server.analyse(uploads, keys, chosen, pngs=True)
         return analysis.to_dict(lambda n: base64.b64encode(blobs[n]).decode("ascii"), maps=maps)

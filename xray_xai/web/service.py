@@ -124,6 +124,17 @@ class ModelEntry:
         return {"key": self.key, "source": self.source, **{k: v for k, v in self.info.items() if k != "path"}}
 
 
+def _provenance_info(spec: Any) -> dict[str, Any]:
+    """What the page shows of a model before loading it (its sidecar only): ``provenance`` (the one line of
+    :func:`xray_xai.api.provenance`), ``dataset``, ``synthetic``, ``auroc``; empty when the spec names nothing."""
+    try:
+        prov = api.provenance(spec)
+    except Exception:  # an unknown name or a broken checkpoint is reported when a request uses it
+        return {}
+    return {"provenance": prov["short"], "dataset": prov["dataset"], "synthetic": prov["synthetic"],
+            "auroc": prov["auroc"], "shipped": prov["shipped"]}  # fmt: skip
+
+
 class ModelCache:
     """The models a server offers, each loaded once on first use and kept, with one inference lock per model.
 
@@ -154,7 +165,7 @@ class ModelCache:
                 key = text
             if key in out:
                 raise PluginError(f"model {key!r} given twice")
-            out[key] = ModelEntry(key, spec, source)
+            out[key] = ModelEntry(key, spec, source, _provenance_info(spec))
         return out
 
     def entries(self) -> dict[str, ModelEntry]:
@@ -162,13 +173,28 @@ class ModelCache:
         if self._fixed is not None:
             return dict(self._fixed)
         out: dict[str, ModelEntry] = {}
-        for item in api.list_store():  # sorted by name then creation: the last one of a name is the newest
+        # the shipped models first, then the store sorted by name then creation: the last one of a name is the newest
+        for item in api.list_models():
             if item.get("problem"):
                 continue
             name = str(item["name"])
             info = {k: item.get(k) for k in ("name", "created", "fingerprint", "dataset", "epochs", "metrics")}
-            out[name] = ModelEntry(name, name, "store", info)
+            info.update(_provenance_info(item["path"]))
+            out[name] = ModelEntry(name, name, "shipped" if item.get("shipped") else "store", info)
         return out
+
+    def default_key(self) -> str | None:
+        """The model the page preselects: the highest AUROC (model card or validation) among the offered models
+        trained on real films (the shipped model after a plain install), else the first offered; None if none."""
+        entries = self.entries()
+        real = [
+            (float(e.info["auroc"]), key)
+            for key, e in entries.items()
+            if e.info.get("dataset") and not e.info.get("synthetic") and e.info.get("auroc") is not None
+        ]
+        if real:
+            return max(real, key=lambda t: t[0])[1]
+        return next(iter(entries), None)
 
     def keys(self) -> list[str]:
         return list(self.entries())
@@ -219,6 +245,8 @@ class Analysis:
     results: list[tuple[str, Any]]  # (model key, xray_xai.explain.engine.ModelFilms)
     threshold: float | None = None  #: given for every model; None: each model's own (``results[i].threshold``)
     created: float = field(default_factory=time.time)
+    #: per model key: ``provenance`` (one line) and ``warning`` (a phantom-trained model on uploaded films, or None)
+    origins: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def file_names(self, mi: int, method: str, view: int) -> dict[str, str]:
         run = self.results[mi][1]
@@ -271,6 +299,7 @@ class Analysis:
             "threshold": run.threshold,
             "study_score": round(run.study_probability, 6),
             "prediction": run.prediction,
+            **self.origins.get(key, {}),
         }
         if link is not None:
             entry["films"] = [link(self.film_name(mi, vi)) for vi in range(len(run.films))]
@@ -324,17 +353,20 @@ def analyse(
     images = [f.image for f in films]
     names = [f.name for f in films]
     results = []
+    origins: dict[str, dict[str, Any]] = {}
     for key, model, lock in resolved:
         with lock:
             (run,) = api.explain_films(
                 images, model, meths, names=names, seed=seed, predict=True, keep_errors=True, threshold=threshold
             )
         results.append((key, run))
+        (prov,), warnings = api.describe_models([model], uploaded=True)  # uploads are never taken for phantoms
+        origins[key] = {"provenance": prov["short"], "warning": warnings[0] if warnings else None}
     shapes = [
         {"index": i, "name": f.name, "height": int(f.image.shape[0]), "width": int(f.image.shape[1])}
         for i, f in enumerate(films)
     ]
-    return Analysis(shapes, results, threshold)
+    return Analysis(shapes, results, threshold, origins=origins)
 
 
 # ---------------------------------------------------------------------------------------------------- result cache
