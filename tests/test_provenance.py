@@ -79,16 +79,16 @@ def test_every_explain_figure_carries_the_provenance(
 
 
 def test_evaluation_figures_and_report_name_the_training_data(phantom_checkpoint: Path, tmp_path: Path) -> None:
-    from xray_xai.models import evaluation
+    from xray_xai.models import evaluation_figures as evaluation
 
     feet: list[str] = []
-    real_roc = evaluation._plot_roc
+    real_roc = evaluation.plot_roc
     root = api.synth(tmp_path / "phantoms", n_studies=4, seed=0, image_size=64, progress=False)
-    evaluation._plot_roc = lambda path, curves, footer="": (feet.append(footer), real_roc(path, curves, footer))[1]
+    evaluation.plot_roc = lambda path, curves, footer="": (feet.append(footer), real_roc(path, curves, footer))[1]
     try:
         result = api.evaluate(phantom_checkpoint, root, split="train", bootstrap=0, out_dir=tmp_path / "ev")
     finally:
-        evaluation._plot_roc = real_roc
+        evaluation.plot_roc = real_roc
     assert feet and "trained on synthetic" in feet[0]
     # the same phantom model in a report about FracAtlas films: a loud note; about phantoms: none
     html = api.write_report(tmp_path / "r1", evaluation={**result, "dataset": "fracatlas"})

@@ -196,9 +196,8 @@ def evaluate(
     options = {"bins": calibration_bins, "adaptive": adaptive_bins, "specificities": tuple(specificities),
                "sensitivities": tuple(sensitivities), "bootstrap": bootstrap, "seed": seed}  # fmt: skip
     in_use = (scored["threshold"], scored["threshold_source"])
-    section, curves = clinical_section(
-        model, kept, scored["y"], raw, scored["probs"], study_aggregation, in_use, uncalibrated, options
-    )
+    section, curves = clinical_section(model, kept, scored["y"], raw, scored["probs"], study_aggregation, in_use,
+                                       uncalibrated, options)  # fmt: skip
     result.update(section)
     if out_dir is not None:
         curves["predictions"] = _prediction_rows(kept, scored["y"], scored["probs"], raw, scored["threshold"])
