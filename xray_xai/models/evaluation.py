@@ -263,6 +263,7 @@ def _plot_roc(path: Path, curves: dict[str, tuple[Any, Any]]) -> Path:
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set_xlabel("1 - specificity")
     ax.set_ylabel("sensitivity")
+    ax.set_title("ROC: " + " and ".join(curves) + " level")
     ax.legend(loc="lower right")
     fig.tight_layout()
     with atomic_path(path) as tmp:
