@@ -344,18 +344,18 @@ class DocWorld:
         return store
 
     def _centred(self, model: Any) -> Any:
-        """An untrained model whose output bias is shifted so that half the phantoms read p(abnormal) >= 0.5:
+        """An untrained model whose output bias is shifted so that 3 in 4 phantoms read p(abnormal) >= 0.5:
         the commands that keep only the abnormal calls (cluster, explain --only predicted-abnormal) get films."""
         import torch
 
         from xray_xai.data.loader import load_batch
 
-        films = [str(p) for p in sorted(self.phantoms.rglob("*.png"))[:24]]
+        films = [str(p) for p in sorted(self.phantoms.rglob("*.png"))]
         model.eval()
         with torch.no_grad():
             logits = model(load_batch(films, model.preprocessing)).flatten()
             last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
-            last.bias -= logits.median() - 1e-3  # an untrained net's logits can all be equal
+            last.bias -= torch.quantile(logits, 0.25) - 1e-3  # an untrained net's logits can all be equal
         return model
 
     def _films(self) -> Path:

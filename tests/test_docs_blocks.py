@@ -146,7 +146,7 @@ def _documented_invocations() -> list[tuple[str, str, list[str]]]:
         name = doc.relative_to(REPO).as_posix()
         snippets = re.findall(r"```(?:bash)\n(.*?)```", text, re.S) + re.findall(r"(?<!`)`(xray-xai [^`\n]+)`", text)
         for snippet in snippets:
-            for line in re.sub(r"\\\n", " ", snippet).splitlines():
+            for line in re.sub(r"\$\([^)]*\)", "X", re.sub(r"\\\n", " ", snippet)).splitlines():
                 for match in re.finditer(r"xray-xai ([^|;&#]*)", line):
                     try:
                         words = shlex.split(match[1])
