@@ -40,6 +40,13 @@ class CAM(TorchExplainer):
         super().__init__(layer=layer, seed=seed)
         self.layer = layer
 
+    def check_model(self, model: Model) -> None:
+        """The generic refusal, plus where to go instead: Grad-CAM needs no linear head."""
+        try:
+            super().check_model(model)
+        except PluginError as err:
+            raise PluginError(f"{err}; use gradcam (the same map from gradients, any head)") from None
+
     def attribute(self, model: Model, images: torch.Tensor, sign: float) -> Attribution:
         if not isinstance(model, nn.Module):
             raise PluginError(f"cam needs a torch model; {model.name!r} is not one")

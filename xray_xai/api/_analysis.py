@@ -188,9 +188,13 @@ def write_report(
     clustering: Mapping[str, Any] | None = None,
     title: str = "xray-xai report",
 ) -> Path:
-    """One self-contained HTML report (and report.json) from evaluation, audit and clustering results."""
+    """One self-contained HTML report (and report.json) from evaluation, audit and clustering results;
+    ``clustering`` may be :func:`cluster`'s in-memory result (its labels and feature set are left out)."""
+    from xray_xai.cluster.service import IN_MEMORY_KEYS
     from xray_xai.report.html import write_report as _write
 
+    if clustering is not None:
+        clustering = {k: v for k, v in clustering.items() if k not in IN_MEMORY_KEYS}
     return _write(out_dir, audit=audit, evaluation=evaluation, clustering=clustering, title=title)
 
 

@@ -136,7 +136,7 @@ def cluster(
     \b
     Example:
       xray-xai cluster --model densenet-full --data MURA-v1.1 --k 4 --splits train,valid --out clusters/
-      xray-xai cluster --checkpoint run/model.safetensors --data phantoms --per-region --select-k 2-8
+      xray-xai cluster --model cnn-small --data phantoms --per-region --select-k 2-8
       xray-xai cluster --model densenet-full --data MURA-v1.1 --on explanations --explainer gradcam --json
       xray-xai cluster --model densenet-full --data MURA-v1.1 --backend ray --ray-address auto --concurrency 16
     """

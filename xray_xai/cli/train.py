@@ -17,6 +17,7 @@ from xray_xai.cli._common import (
     echo_json,
     echo_provenance,
     handle_errors,
+    param_option,
     print_table,
 )
 from xray_xai.cli.calibrate import parse_levels, print_calibration
@@ -174,7 +175,9 @@ def train(
     if result.warnings:
         listed = result.run_dir / "warnings.csv"
         click.echo(f"{len(result.warnings)} damaged image(s) kept, listed in {listed}", err=True)
-    click.echo(f"best epoch {result.best_epoch}: saved {result.checkpoint}")
+    # an ensemble has no epoch of its own (its members were trained before): its row 0 is the check on val
+    kept = f"best epoch {result.best_epoch}" if result.best_epoch else "ensemble of trained members (no epochs)"
+    click.echo(f"{kept}: saved {result.checkpoint}")
 
 
 def _head_options(hidden: str | None, dropout: float | None, init: str | None, members: str | None) -> dict[str, Any]:
@@ -208,6 +211,15 @@ def _head_options(hidden: str | None, dropout: float | None, init: str | None, m
 @click.option("--data", "data_root", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--dataset", help="Dataset plugin: mura, fracatlas, synthetic, folder... (default: detected).")
 @click.option("--split", default="test", show_default=True)
+@click.option(
+    "-o",
+    "--option",
+    "dataset_options",
+    multiple=True,
+    callback=param_option,
+    metavar="KEY=VALUE",
+    help="Option for the data set reader, as in `xray-xai data`, e.g. -o labels=labels.csv for a folder.",
+)
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(min=0), help="Resamples for CIs.")
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -233,6 +245,7 @@ def evaluate(
     data_root: Path,
     dataset: str | None,
     split: str,
+    dataset_options: dict[str, Any],
     batch_size: int,
     bootstrap: int,
     seed: int,
@@ -262,6 +275,7 @@ def evaluate(
       xray-xai evaluate --model cnn-small --data phantoms --split test --out eval/
       xray-xai evaluate --model cnn-small --checkpoint ~/.xray-xai/models/cnn-small/2026... --data phantoms --json
       xray-xai evaluate --model efficientnet-lite0 --data fracatlas --dataset fracatlas --tta
+      xray-xai evaluate --model cnn-small --data scans/ --dataset folder -o labels=labels.csv --split all
     """
     if not model_name and checkpoint is None:
         raise click.UsageError("give --model NAME or --checkpoint PATH")
@@ -271,6 +285,7 @@ def evaluate(
         model,
         data_root,
         dataset=dataset,
+        dataset_options=dataset_options,
         split=split,
         batch_size=batch_size,
         bootstrap=bootstrap,

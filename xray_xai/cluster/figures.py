@@ -103,8 +103,9 @@ def montage(
     size: int,
     tile: int = 128,
 ) -> Path:
-    """The films nearest the centroid of cluster ``c``, as the model sees them (preprocessed geometry), in a grid."""
-    from PIL import Image
+    """The films nearest the centroid of cluster ``c``, as the model sees them (preprocessed geometry), in a grid
+    under a title line (which cluster, how many of its films)."""
+    from PIL import Image, ImageDraw
 
     from xray_xai.data.geometry import geometry
     from xray_xai.data.images import read_image, write_png
@@ -128,4 +129,7 @@ def montage(
     for j, t in enumerate(tiles):
         r, q = divmod(j, cols)
         canvas[r * (tile + gap) : r * (tile + gap) + tile, q * (tile + gap) : q * (tile + gap) + tile] = t
-    return write_png(path, canvas)
+    band = Image.new("L", (canvas.shape[1], 14), 255)
+    title = f"cluster {c}: {len(idx)} nearest its centre of {int((labels == c).sum())}"
+    ImageDraw.Draw(band).text((2, 1), title, fill=0)
+    return write_png(path, np.vstack([np.asarray(band, dtype=np.float32) / 255.0, canvas]))

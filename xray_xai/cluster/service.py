@@ -314,6 +314,10 @@ def cluster(
     return result
 
 
+#: the entries of :func:`cluster`'s in-memory result that are not part of its JSON summary
+IN_MEMORY_KEYS = ("labels", "feature_set")
+
+
 def _check_options(on: str, region: str | None, per_region: bool, threshold: float | None) -> None:
     if on not in ("features", "explanations"):
         raise XrayXaiError(f"on must be 'features' or 'explanations', got {on!r}")
@@ -482,7 +486,10 @@ def _nothing_selected(n_films: int, n_read: int, threshold: float | None, on: st
         return f"none of the {n_films} films could be read{first}"
     if threshold is None:  # every read film was kept, so the explanations must have failed
         return f"none of the {n_read} films read could be explained for clustering on {on}{first}"
-    return f"no film has p(abnormal) >= {threshold} among {n_read} read; lower --threshold or add splits"
+    return (
+        f"no film has p(abnormal) >= {threshold} among {n_read} read; lower --threshold, add splits or cluster "
+        "every film with --all-images"
+    )
 
 
 def _safe(name: str) -> str:

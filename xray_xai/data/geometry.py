@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from xray_xai.errors import XrayXaiError
-from xray_xai.sdk.interfaces import Box, Preprocessing
+from xray_xai.sdk.interfaces import Box, Preprocessing, sized_name
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -74,7 +74,7 @@ def preset(name: str, size: int | None = None) -> Preprocessing:
     if size < 1:
         raise XrayXaiError(f"preprocessing input size must be positive, not {size}")
     crop = None if pre.crop is None else max(1, round(pre.crop * size / pre.input_size))
-    return replace(pre, input_size=int(size), crop=crop)
+    return replace(pre, name=sized_name(pre.name, pre.input_size, size), input_size=int(size), crop=crop)
 
 
 # -------------------------------------------------------------------------------------------------------- geometry

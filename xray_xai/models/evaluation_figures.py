@@ -74,6 +74,7 @@ def plot_roc(path: Path, curves: Sequence[Curve], footer: str = "") -> Path:
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set_xlabel("1 - specificity")
     ax.set_ylabel("sensitivity")
+    ax.set_title("ROC: " + " and ".join(c[0] for c in curves) + " level")
     ax.legend(loc="lower right", fontsize=7)
     return _save(fig, path, footer)
 

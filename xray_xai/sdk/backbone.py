@@ -77,8 +77,17 @@ class BackboneModel(TorchModel):
     default_hidden: ClassVar[tuple[int, ...]] = ()
     #: the file ImageNet weights come from, for documentation; empty if none exist
     pretrained_source: ClassVar[str] = ""
+    #: pooling goes straight into the classifier when the head has no hidden layer (then CAM applies)
+    _linear_head_capable: ClassVar[bool] = False
 
     backbone: nn.Module
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """The class's tags describe its default head, so `xray-xai plugins` says what an instance built with the
+        defaults can do: a default head with hidden layers has no linear head (CAM refuses it)."""
+        super().__init_subclass__(**kwargs)
+        cls._linear_head_capable = cls.tags.has_linear_head or cls._linear_head_capable
+        cls.tags = replace(cls.tags, has_linear_head=cls._linear_head_capable and not cls.default_hidden)
 
     def __init__(
         self,
@@ -118,8 +127,9 @@ class BackboneModel(TorchModel):
         init_linear(self.classifier, self.init)
         self.feature_layer = "head"
         disable_inplace(self)
-        if self.hidden:  # CAM needs pooling straight into the linear layer
-            self.tags = replace(type(self).tags, has_linear_head=False)  # type: ignore[misc]
+        linear = self._linear_head_capable and not self.hidden  # CAM needs pooling straight into the linear layer
+        if linear != type(self).tags.has_linear_head:
+            self.tags = replace(type(self).tags, has_linear_head=linear)  # type: ignore[misc]
         self.set_regime(list(self.trainable_prefixes) if self.trainable_prefixes is not None else None)
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:

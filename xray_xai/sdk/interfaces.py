@@ -84,6 +84,14 @@ class Tags:
         return tuple(f.name for f in fields(cls))
 
 
+def sized_name(name: str, old: int, new: int) -> str:
+    """A preset's name at another input side: the size it spells is replaced (``resize-128-gray-minmax`` at 64 px is
+    ``resize-64-gray-minmax``), so a name never states a size the recipe does not use."""
+    import re
+
+    return re.sub(rf"(?<![0-9]){int(old)}(?![0-9])", str(int(new)), name)
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How raw film pixels become a model's input tensor; travels with the weights (timm's ``PretrainedCfg``).
@@ -132,7 +140,8 @@ class Preprocessing:
             crop = round(crop * input_size / self.input_size)
         if resize is not None:
             resize = round(resize * input_size / self.input_size)
-        return replace(self, input_size=int(input_size), crop=crop, resize=resize)
+        name = sized_name(self.name, self.input_size, input_size)
+        return replace(self, name=name, input_size=int(input_size), crop=crop, resize=resize)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
