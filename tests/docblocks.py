@@ -124,7 +124,7 @@ def markers(doc: Path) -> list[int]:
 
 #: CLI option -> the value used in the suite (applied when the documented value is larger), per command.
 _CLI_CAPS: dict[str, dict[str, int]] = {
-    "synth": {"--n-studies": 16, "--image-size": 64},
+    "synth": {"--n-studies": 60, "--image-size": 64},
     "train": {"--epochs": 1, "--image-size": 32, "--early-stop": 1},
     "audit": {"--n": 3, "--steps": 4, "--sanity-stages": 1, "--curve-check": 1},
     "explain": {"--limit": 3},
