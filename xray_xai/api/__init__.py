@@ -36,6 +36,7 @@ from xray_xai.api._analysis import (
 )
 from xray_xai.api._data import data_summary, open_dataset, read_image_bytes, synth
 from xray_xai.api._explain import explain, explain_films, explainer_names
+from xray_xai.api._leaderboard import leaderboard
 from xray_xai.api._models import (
     PREDICTION_FIELDS,
     epoch_line,
@@ -71,6 +72,7 @@ __all__ = [
     "explainer_names",
     "extract_features",
     "format_stat",
+    "leaderboard",
     "list_plugins",
     "list_store",
     "load_model",

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "explain": "explain:explain",
     "cluster": "cluster:cluster",
     "audit": "audit:audit",
+    "leaderboard": "leaderboard:leaderboard",
     "demo": "demo:demo",
     "serve": "serve:serve",
 }
