@@ -140,3 +140,15 @@ def test_cli_leaderboard_help_and_bad_films_for() -> None:
     assert out.exit_code == 0 and "Example:" in out.output and "--budget-minutes" in out.output
     bad = runner.invoke(main, ["leaderboard", "--model", "x", "--data", ".", "--films-for", "gradcam"])
     assert bad.exit_code == 2 and "METHOD=N" in bad.output
+
+
+def test_a_spent_budget_stops_the_run_and_each_row_is_seen_as_it_comes(tmp_path: Path) -> None:
+    model = tiny_convnet(seed=0, image_size=32)
+    seen: list[int] = []
+    result = leaderboard(model, ["gradcam", "captum:Saliency"], _records(tmp_path), films=3, faithfulness_films=2,
+                         sanity_films=2, steps=2, n_boot=20, on_row=lambda r: seen.append(len(r["rows"])))  # fmt: skip
+    assert seen == [1, 2] and result["config"]["probe"] is None
+    spent = leaderboard(model, ["gradcam", "captum:Saliency"], _records(tmp_path), films=3, budget_minutes=1e-6,
+                        probe=3, faithfulness_films=2, sanity_films=2, steps=2, n_boot=20)  # fmt: skip
+    assert spent["rows"] == []
+    assert {s["reason"] for s in spent["skipped"]} == {"not run: the time budget was spent"}

@@ -61,6 +61,10 @@ UNSUPPORTED: dict[str, str] = {
     "NoiseTunnel": "wraps another method (SmoothGrad-style averaging); use the smoothgrad explainer or "
     "integrated-gradients with nt_samples",
     "DataLoaderAttribution": "attributes a metric over a whole data loader, not the logit of one film",
+    "LRP": "needs every operation of the forward pass as a module with an LRP rule; the models' functional "
+    "pooling and the signed one-logit head run outside modules and captum's relevance bookkeeping fails on them "
+    "(KeyError in lrp_rules)",
+    "LayerLRP": "the layer form of LRP (see captum:LRP)",
 }
 
 #: methods whose map does not depend on the explained target (noted in their description)

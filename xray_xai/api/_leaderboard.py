@@ -46,6 +46,11 @@ def leaderboard(
     """
     from xray_xai.audit.leaderboard import leaderboard as _leaderboard
     from xray_xai.audit.leaderboard import write_outputs
+
+    def save(partial: dict[str, Any]) -> None:
+        if out_dir is not None:
+            write_outputs(partial | {"data": data, "partial": True}, out_dir)
+
     from xray_xai.audit.service import split_records
     from xray_xai.models.resolve import resolve_model
     from xray_xai.sdk.registry import explainers
@@ -53,13 +58,14 @@ def leaderboard(
     chosen = split_names(methods) or explainers.names()
     loaded = resolve_model(model, checkpoint)
     ds, records = split_records(data_root, dataset, split)
+    data = {"dataset": ds.name, "root": str(ds.root), "split": split}
     result = _leaderboard(
         loaded, chosen, records, films=films, probe=probe, budget_minutes=budget_minutes,
         films_per_method=films_per_method, faithfulness_films=faithfulness_films, sanity_films=sanity_films,
         steps=steps, grid=grid, baseline=baseline, batch_size=batch_size, n_boot=n_boot, seed=seed,
-        explainer_options=params, log=log, strict=strict,
+        explainer_options=params, log=log, on_row=save, strict=strict,
     )  # fmt: skip
-    result["data"] = {"dataset": ds.name, "root": str(ds.root), "split": split}
+    result["data"] = data
     if out_dir is not None:
         result["outputs"] = write_outputs(result, out_dir)
     return result

@@ -19,8 +19,11 @@ control's faithfulness is the random deletion order) get the same localisation a
 ScoreCAM one forward per channel of the target layer). With ``budget_minutes`` every method is first explained on
 ``probe`` films; the remaining time is then shared out so that cheap methods get up to ``films`` films and costly
 ones fewer (never fewer than the probe): cheapest first, each gets an equal share of what is left and returns what
-it cannot use. The films each method got are in the result (``n_films``) and in the tables; ``films_per_method``
-pins them (``{"grad-cam:ScoreCAM": 5}``) for a reproducible rerun. A method that fails is skipped and listed with
+it cannot use. Without a probe smaller than ``films`` every method gets ``films``. Either way the budget is also a
+hard stop: a method not started when it is spent is listed as skipped, and ``on_row`` sees the result after every
+scored method (the API saves it there), so an interrupted run keeps its rows. The films each method got are in
+the result (``n_films``) and in the tables; ``films_per_method`` pins them (``{"grad-cam:ScoreCAM": 5}``) for a
+reproducible rerun. A method that fails is skipped and listed with
 its one-line reason; the others go on.
 """
 
@@ -291,6 +294,7 @@ def leaderboard(
     seed: int = 0,
     explainer_options: Mapping[str, Mapping[str, Any]] | None = None,
     log: Callable[[str], None] | None = None,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
     strict: bool = False,
 ) -> dict[str, Any]:
     """Score ``methods`` on ``model`` over the fractured films among ``records`` (see the module doc); returns a
@@ -310,17 +314,25 @@ def leaderboard(
     controls, faith_per_film = _controls(board)
     runs, skipped = _start(methods, explainer_options or {}, model)
     pinned = dict(films_per_method or {})
-    first = min(max(probe, 1), n_max) if budget_minutes else n_max
-    runs = [r for r in runs if _explain_or_skip(r, board, min(pinned.get(r.method, first), n_max), skipped)]
+    deadline = t_start + budget_minutes * 60 if budget_minutes else float("inf")
     plan = {r.method: min(pinned.get(r.method, n_max), n_max) for r in runs}
-    if budget_minutes:
-        left = budget_minutes * 60 - (time.perf_counter() - t_start)
+    planning = bool(budget_minutes) and probe < n_max
+    if planning:  # every method on the probe films, then the time left shared out by their cost
+        first = max(probe, 1)
+        runs = [r for r in runs if _explain_or_skip(r, board, min(pinned.get(r.method, first), n_max), skipped)]
         free = [r for r in runs if r.method not in pinned]
         fixed = {r.method: faith_per_film * min(faithfulness_films, n_max) + r.sec_per_film * sanity_films
                  for r in free}  # fmt: skip
+        left = deadline - time.perf_counter()
         plan |= allocate_films({r.method: r.sec_per_film for r in free}, fixed, left, first, n_max)
-    rows = []
+    config = {"probe": probe if planning else None, "budget_minutes": budget_minutes, "films": films,
+              "faithfulness_films": faithfulness_films, "sanity_films": sanity_films, "steps": steps, "grid": grid,
+              "baseline": baseline, "batch_size": batch_size, "n_boot": n_boot, "seed": seed}  # fmt: skip
+    rows: list[dict[str, Any]] = []
     for run in runs:
+        if time.perf_counter() > deadline:
+            skipped.append({"method": run.method, "status": "skipped", "reason": "not run: the time budget was spent"})
+            continue
         if not _explain_or_skip(run, board, plan[run.method], skipped):
             continue
         try:
@@ -329,10 +341,8 @@ def leaderboard(
             skipped.append({"method": run.method, "status": "skipped", "reason": _reason(exc)})
             continue
         say(f"{run.method}: {_line(rows[-1])} ({run.sec_per_film:.2f}s/film, {len(run.maps)} films)")
-    config = {"probe": probe, "budget_minutes": budget_minutes, "films": films,
-              "faithfulness_films": faithfulness_films,
-              "sanity_films": sanity_films, "steps": steps, "grid": grid, "baseline": baseline,
-              "batch_size": batch_size, "n_boot": n_boot, "seed": seed}  # fmt: skip
+        if on_row is not None:  # the result so far, e.g. to save it: a long run interrupted keeps its rows
+            on_row(_result(board, rows, skipped, controls, dict(config), time.perf_counter() - t_start))
     return _result(board, rows, skipped, controls, config, time.perf_counter() - t_start)
 
 
