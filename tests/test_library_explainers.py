@@ -174,6 +174,18 @@ REFUSED_ON_LITE0 = {
 }
 
 
+#: run on EfficientNet-Lite0 in the default suite, one per kind of adapter (input gradient, layer, path, SHAP,
+#: perturbation, grad-cam with and without gradients, FullGrad); the others are marked slow (about 10 s each on a
+#: loaded 2-core CPU: together they would add several minutes), and the refusals are always checked (instant)
+LITE0_DEFAULT = {"captum:InputXGradient", "captum:LayerGradCam", "captum:IntegratedGradients", "captum:GradientShap",
+                 "captum:FeatureAblation", "grad-cam:GradCAM", "grad-cam:EigenCAM", "grad-cam:FullGrad"}  # fmt: skip
+
+
+def _lite0_param(name: str) -> Any:
+    fast = name in LITE0_DEFAULT or name in REFUSED_ON_LITE0
+    return name if fast else pytest.param(name, marks=pytest.mark.slow)
+
+
 @pytest.fixture(scope="module")
 def lite0() -> Any:
     import xray_xai
@@ -182,7 +194,7 @@ def lite0() -> Any:
     return xray_xai.get_model("efficientnet-lite0")(pretrained=False, image_size=64).eval()
 
 
-@pytest.mark.parametrize("name", _members())
+@pytest.mark.parametrize("name", [_lite0_param(n) for n in _members()])
 def test_library_method_contract_on_efficientnet_lite0(name: str, lite0: Any) -> None:
     if name in REFUSED_ON_LITE0:
         with pytest.raises(PluginError, match=REFUSED_ON_LITE0[name]):
