@@ -63,7 +63,7 @@ class SignedLogit(nn.Module):
         self.sign = float(sign)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.sign * logits_of(self.model, x))[:, None]  # type: ignore[arg-type]
+        return (self.sign * logits_of(self.model, x))[:, None]
 
 
 @contextlib.contextmanager

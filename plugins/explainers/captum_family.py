@@ -139,7 +139,8 @@ class CaptumAdapter(TorchExplainer):
         cls = self.library_class
         if cls is None:
             raise PluginError("CaptumAdapter is a base; use a captum:<Method> explainer")
-        ctor, attr = _params(cls.__init__), _params(cls.attribute)
+        lib: Any = cls
+        ctor, attr = _params(lib.__init__), _params(lib.attribute)
         own: dict[str, Any] = {}
         if "layer" in ctor:
             own["layer"] = None
@@ -278,7 +279,8 @@ def _why_unsupported(name: str, cls: type) -> str | None:
     kinds = tuple(getattr(ca, n) for n in ("GradientAttribution", "PerturbationAttribution", "LayerAttribution"))
     if not issubclass(cls, kinds):
         return "not a gradient, perturbation or layer attribution: no known way to call it on one film"
-    ctor, attr = _params(cls.__init__), _params(cls.attribute)
+    lib: Any = cls
+    ctor, attr = _params(lib.__init__), _params(lib.attribute)
     for where, sig, fillable in (("constructor", ctor, {"forward_func", "model", "layer"}),
                                  ("attribute()", attr, {"inputs", "baselines", "sliding_window_shapes"})):  # fmt: skip
         required = [k for k, p in sig.items() if k != "self" and p.default is inspect.Parameter.empty
@@ -299,7 +301,8 @@ def _is_method_class(cls: Any) -> bool:
 
 def adapter_for(name: str, cls: type) -> type[CaptumAdapter]:
     """The explainer class ``captum:<name>`` adapting captum's ``cls``."""
-    layer = issubclass(cls, _captum().LayerAttribution) or "layer" in _params(cls.__init__)
+    lib: Any = cls
+    layer = issubclass(cls, _captum().LayerAttribution) or "layer" in _params(lib.__init__)
     doc = (inspect.getdoc(cls) or "").strip().split("\n\n")[0].replace("\n", " ")
     kind = "layer attribution, upsampled" if layer else "input attribution"
     summary = doc[:140] + ("..." if len(doc) > 140 else "")

@@ -74,8 +74,9 @@ class GradCamAdapter(TorchExplainer):
         cls = self.library_class
         if cls is None:
             raise PluginError("GradCamAdapter is a base; use a grad-cam:<Method> explainer")
-        ctor = [k for k in inspect.signature(cls.__init__).parameters if k not in ("self", "model", "target_layers")]
-        call = [k for k in inspect.signature(cls.__call__).parameters if k not in ("self", "input_tensor", "targets")]
+        lib: Any = cls
+        ctor = [k for k in inspect.signature(lib.__init__).parameters if k not in ("self", "model", "target_layers")]
+        call = [k for k in inspect.signature(lib.__call__).parameters if k not in ("self", "input_tensor", "targets")]
         _, theirs = split_options(dict(options), {}, [k for k in ctor if k != "reshape_transform"], call,
                                   method=self.name)  # fmt: skip
         super().__init__(layer=layer, seed=seed, **theirs)

@@ -47,7 +47,16 @@ from xray_xai.sdk.interfaces import Model, Record
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["LOCALISATION", "MethodRun", "PassCounter", "allocate_films", "fractured_records", "leaderboard"]
+__all__ = [
+    "LOCALISATION",
+    "MethodRun",
+    "PassCounter",
+    "allocate_films",
+    "chance_levels",
+    "fractured_records",
+    "leaderboard",
+    "write_outputs",
+]
 
 #: the localisation scores of the table, in order
 LOCALISATION = ("pointing", "pointing_tol", "iou_otsu", "mass_in_mask")
@@ -90,8 +99,8 @@ class MethodRun:
     explainer: Any
     maps: list[np.ndarray] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
-    forward: list[int] = field(default_factory=list)
-    backward: list[int] = field(default_factory=list)
+    forward: list[float] = field(default_factory=list)
+    backward: list[float] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -362,18 +371,19 @@ def _result(
         "rows": rows,
         "skipped": skipped,
         "controls": controls,
-        "chance": _chance(np.stack(masks), side, s) if masks else {},
+        "chance": chance_levels(np.stack(masks), side, s.tolerance_frac) if masks else {},
         "problems": inputs.problems,
         "config": config,
         "seconds": round(secs, 1),
     }
 
 
-def _chance(masks: np.ndarray, side: int, s: AuditSettings) -> dict[str, float]:
-    """What a uniformly random maximum scores: the box area share and the share within the tolerance."""
+def chance_levels(masks: np.ndarray, side: int, tolerance_frac: float = am.DEFAULT_TOLERANCE_FRAC) -> dict[str, float]:
+    """What a uniformly random maximum scores: the box area share and the share within the tolerance (also the
+    localisation benchmark's chance line, ``benchmarks/localisation.py``)."""
     from scipy.ndimage import distance_transform_edt
 
-    tol = am.tolerance_px(side, s.tolerance_frac)
+    tol = am.tolerance_px(side, tolerance_frac)
     near = np.stack([distance_transform_edt(~m) <= tol for m in masks])
     return {"pointing": float(masks.mean()), "pointing_tol": float(near.mean()), "box_area": float(masks.mean())}
 
