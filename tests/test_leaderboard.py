@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from xray_xai_plugins.explainers import captum_family
 
 from xray_xai.audit.leaderboard import PassCounter, allocate_films, leaderboard, write_outputs
 from xray_xai.sdk import Attribution, TorchExplainer
 from xray_xai.sdk.interfaces import Box, Record
 from xray_xai.sdk.registry import explainers
 from xray_xai.testing.explainers import example_images, tiny_convnet
-from xray_xai_plugins.explainers import captum_family
 
 
 @pytest.fixture(autouse=True, scope="module")
