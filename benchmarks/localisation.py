@@ -97,18 +97,10 @@ def summarise_scores(scores: dict[str, np.ndarray], seed: int) -> dict[str, Any]
 
 
 def chance_levels(masks: np.ndarray, side: int) -> dict[str, float]:
-    """What a uniformly random maximum scores: the box area and the area within the tolerance, as shares."""
-    from scipy.ndimage import distance_transform_edt
+    """What a uniformly random maximum scores (the leaderboard service's rule, one home)."""
+    from xray_xai.audit.leaderboard import chance_levels as _chance_levels
 
-    from xray_xai.audit.scores import tolerance_px
-
-    tol = tolerance_px(side)
-    near = np.stack([distance_transform_edt(~m) <= tol for m in masks])
-    return {
-        "pointing": float(masks.mean(axis=(1, 2)).mean()),
-        "pointing_tol": float(near.mean(axis=(1, 2)).mean()),
-        "box_area": float(masks.mean(axis=(1, 2)).mean()),
-    }
+    return _chance_levels(masks, side)
 
 
 def load_films(records: list[Any], pre: Any) -> tuple[Any, np.ndarray, np.ndarray, list[str]]:

@@ -46,6 +46,7 @@ from xray_xai.api._calibration import (
 from xray_xai.api._data import data_summary, open_dataset, read_image_bytes, synth
 from xray_xai.api._explain import explain, explain_films, explainer_names
 from xray_xai.api._import import IMPORT_OUTPUTS, import_model, preprocessing, wrap_model
+from xray_xai.api._leaderboard import leaderboard
 from xray_xai.api._models import (
     PREDICTION_FIELDS,
     epoch_line,
@@ -101,6 +102,7 @@ __all__ = [
     "extract_features",
     "format_stat",
     "import_model",
+    "leaderboard",
     "list_models",
     "list_plugins",
     "list_store",

@@ -31,6 +31,7 @@ __all__ = [
     "ModelContext",
     "PairScores",
     "explain_maps",
+    "localisation",
     "model_context",
     "predict_fn",
     "score_controls",
@@ -246,6 +247,10 @@ def _localisation(ctx: ModelContext, maps: np.ndarray) -> tuple[dict[str, Any], 
     if not all(ctx.folds):
         out["note"] = "one image only: the tuned threshold was chosen on the image it scores"
     return out, per
+
+
+#: the localisation scores of ``maps`` (one per image of ``ctx``) and their per-image values (the leaderboard's too)
+localisation = _localisation
 
 
 def _shortcuts(ctx: ModelContext, maps: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:

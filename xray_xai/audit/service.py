@@ -61,6 +61,7 @@ __all__ = [
     "marker_mask",
     "prepare_inputs",
     "select_records",
+    "split_records",
 ]
 
 
@@ -370,6 +371,10 @@ def _split_records(
     if not records:
         raise DataError(ds.root, f"split {split!r} holds no images")
     return ds, records
+
+
+#: the data set and the records of a split (the leaderboard reads its films the same way)
+split_records = _split_records
 
 
 def audit(

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "cluster": "cluster:cluster",
     "audit": "audit:audit",
     "strata": "strata:strata",
+    "leaderboard": "leaderboard:leaderboard",
     "demo": "demo:demo",
     "serve": "serve:serve",
 }

@@ -18,12 +18,16 @@ def plugins(kind: Literal["model", "explainer", "clusterer", "dataset"] | None, 
     """List plugins with kind, name, providing package and version, description and tags.
 
     Plugins come from the entry-point groups xray_xai.models, xray_xai.explainers, xray_xai.clusterers and
-    xray_xai.datasets; set XRAY_XAI_PLUGINS=pattern,... to load only some. A plugin that fails to import is
-    listed with its error and does not stop the others.
+    xray_xai.datasets; explainer families (xray_xai.explainer_families) add every method of captum and
+    pytorch-grad-cam as captum:<Class> and grad-cam:<Class>, discovered in the installed versions; a library
+    class that cannot explain one film's logit is listed as unsupported with the reason. Set
+    XRAY_XAI_PLUGINS=pattern,... to load only some. A plugin that fails to import is listed with its error and
+    does not stop the others.
 
     \b
     Example:
       xray-xai plugins --kind explainer
+      xray-xai plugins --json | jq '.[] | select(.unsupported) | .name + ": " + .unsupported'
       xray-xai plugins --json | jq '.[] | select(.kind=="model") | .name'
     """
     infos = api.list_plugins(kind)
@@ -35,6 +39,8 @@ def plugins(kind: Literal["model", "explainer", "clusterer", "dataset"] | None, 
     rows = []
     for i in infos:
         desc = f"[red]failed to load: {escape(i.error)}[/red]" if i.error else escape(i.description)
+        if i.unsupported:
+            desc = f"[yellow]unsupported: {escape(i.unsupported)}[/yellow]"
         rows.append([i.kind, i.name, f"{i.package} {i.version}", desc, ", ".join(i.tags)])
     print_table(("kind", "name", "package", "description", "tags"), rows)
     broken = [i for i in infos if i.error]

@@ -132,7 +132,10 @@ def check_explainer(explainer_cls: type[Explainer], model: Model, images: torch.
     both targets, hooks released after success and after an exception, parameter gradients and ``requires_grad``
     flags untouched, train/eval mode and the input restored. Raises AssertionError naming what failed."""
     name = explainer_cls.name
-    assert name and name == name.lower() and " " not in name, f"{explainer_cls.__name__}: bad plugin name {name!r}"
+    # lower case, no spaces; a family member keeps its library's spelling after the namespace (captum:DeepLift)
+    namespace, colon, member = name.partition(":")
+    ok = name == name.lower() if not colon else namespace == namespace.lower() and bool(member)
+    assert name and ok and " " not in name, f"{explainer_cls.__name__}: bad plugin name {name!r}"
     assert explainer_cls.description, f"{name}: needs a description"
     assert isinstance(explainer_cls.tags, Tags), f"{name}: tags must be a Tags instance"
     explainer = explainer_cls()
