@@ -76,6 +76,7 @@ def png(seed: int) -> bytes:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to read the resident set size")
+@pytest.mark.usefixtures("no_shipped_models")  # the page's default model is the one this test trains
 def test_200_requests_8_at_a_time_flat_memory() -> None:
     import torch
 

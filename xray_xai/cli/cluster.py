@@ -145,14 +145,17 @@ def cluster(
     if checkpoint is None and not model_name:
         raise click.UsageError("give --model NAME or --checkpoint PATH")
     k_range = _parse_range(select_k)
-    if threshold is None and not all_images:  # the model's recorded operating point (else 0.5)
-        threshold = api.resolve_threshold(api.resolve_model(model_name, checkpoint))
+    if threshold is None and not all_images:  # the model's recorded operating point (else 0.5; on Ray: 0.5)
+        # on Ray the workers load the model: the store may exist only there
+        model = api.resolve_model(model_name, checkpoint) if backend != "ray" else None
+        threshold = api.resolve_threshold(model) if model is not None else api.DECISION_THRESHOLD
     if backend == "ray":
         refuse_on_ray("cluster", per_region=per_region, select_k_range=k_range, on=on)
         if min_cluster_size is not None:
             raise click.UsageError("--min-cluster-size only works with --backend local")
     names = [model_name] if model_name else []
-    lines = announce_models(names, checkpoint=checkpoint, dataset=dataset, data_root=data_root)
+    films = {"checkpoint": checkpoint, "dataset": dataset, "data_root": data_root}
+    lines = [] if backend == "ray" else announce_models(names, **films)
     summary = api.cluster(
         model_name, data_root, checkpoint=checkpoint, dataset=dataset, k=k, method=method, method_params=params,
         splits=api.split_names(splits), threshold=None if all_images else threshold, region=region,

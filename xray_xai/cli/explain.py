@@ -164,7 +164,9 @@ def explain(
     method_params = parse_or_bad_parameter(lambda: api.method_params(params, chosen))
     if backend == "ray":
         refuse_on_ray("explain", only=only, per_member=per_member, resume=resume)
-    lines = announce_models(list(models), checkpoint=checkpoint, dataset=dataset, data_root=data, inputs=inputs)
+    # on Ray the workers resolve and load the models (the store may exist only there): no local provenance lookup
+    lines = [] if backend == "ray" else announce_models(list(models), checkpoint=checkpoint, dataset=dataset,
+                                                        data_root=data, inputs=inputs)  # fmt: skip
     result = api.explain(
         list(models), chosen, checkpoint=checkpoint, inputs=list(inputs), data=data, dataset=dataset, split=split,
         only=only, threshold=threshold, out=out, formats=formats, per_member=per_member, batch_size=batch_size,
