@@ -172,6 +172,6 @@ def print_calibration(result: dict[str, Any]) -> None:
             points.append([p["name"] + (" *" if p["in_use"] else ""), _fmt(p["threshold"]), level,
                            *(_fmt(m[k]) for k in ("sensitivity", "specificity", "precision", "share_positive")),
                            val])  # fmt: skip
-    heads = ("point", "threshold", "level", "sensitivity", "specificity", "PPV", "called abnormal", "val sens/spec")
+    columns = ("point", "threshold", "level", "sensitivity", "specificity", "PPV", "called abnormal", "val sens/spec")
     in_use = f"{_fmt(result['threshold'])}, {result['threshold_source']}"
-    print_table(heads, points, title=f"operating points (in use: {in_use})")
+    print_table(columns, points, title=f"operating points (in use: {in_use})")
