@@ -35,11 +35,21 @@ RECIPE = [
 ]  # fmt: skip
 
 
+def _tensors_equal(a: Path, b: Path) -> bool:
+    """Every tensor of ``a`` equals the same-named tensor of ``b`` bit for bit (and the names are the same)."""
+    import torch
+    from safetensors import safe_open
+
+    with safe_open(str(a), "pt") as fa, safe_open(str(b), "pt") as fb:
+        keys = sorted(fa.keys())
+        return keys == sorted(fb.keys()) and all(torch.equal(fa.get_tensor(k), fb.get_tensor(k)) for k in keys)
+
+
 def _rebuilt_sidecar(home: Path) -> dict:
     found = sorted((home / "models" / "efficientnet-lite0").glob("*/model.json"))
     if len(found) != 1:
         raise SystemExit(f"rebuild failed: expected one checkpoint under {home / 'models'}, found {len(found)}")
-    return json.loads(found[0].read_text(encoding="utf-8"))
+    return {**json.loads(found[0].read_text(encoding="utf-8")), "_dir": str(found[0].parent)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,10 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     new = _rebuilt_sidecar(work / "home")
     print(f"trained in {time.monotonic() - start:.0f} s; rebuilt and shipped:")
     same = True
-    for key in ("weights_sha256", "fingerprint", "best_epoch", "split_fingerprint"):
+    for key in ("fingerprint", "best_epoch", "split_fingerprint"):
         a, b = new.get(key), shipped.get(key)
         same &= a == b
         print(f"  {key:18} {a}  {b}  {'same' if a == b else 'DIFFERENT'}")
+    # the file's bytes may differ in tensor order while every tensor is equal: compare tensors, report the file hash
+    tensors_equal = _tensors_equal(Path(new["_dir"]) / "model.safetensors", SHIPPED / "model.safetensors")
+    same &= tensors_equal
+    print(f"  {'tensors':18} {'all equal' if tensors_equal else 'DIFFERENT'}")
+    print(f"  {'file sha256':18} {new.get('weights_sha256')}  {shipped.get('weights_sha256')}  (information)")
     print("MATCH" if same else "DIFFERENT")
     return 0 if same else 1
 
