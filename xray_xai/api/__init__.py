@@ -152,5 +152,7 @@ def __getattr__(name: str) -> Any:
             "schedule": training.SCHEDULES,
             "monitor": training.MONITORS,
             "loss": training.LOSSES,
+            "guide": training.GUIDE_SOURCES,
+            "guide_loss": training.GUIDE_LOSSES,
         }
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -52,6 +52,11 @@ def train(
     regions: Sequence[str] | None = None,
     pretrained: bool | None = None,
     strict: bool | None = None,
+    guide: str | None = None,
+    guide_loss: str | None = None,
+    guide_weight: float | None = None,
+    guide_fraction: float | None = None,
+    guide_layer: str | None = None,
     hidden: Sequence[int] | None = None,
     dropout: float | None = None,
     init: str | None = None,
@@ -72,7 +77,9 @@ def train(
     go to the model's constructor. ``on_epoch`` is called with each epoch's history row as it is saved,
     ``on_run_dir`` with the run's folder before the first epoch: a new folder per call unless ``resume`` (an
     ``out_dir`` that holds an earlier run is refused). ``save``: True the model store, a folder that folder, False
-    nowhere.
+    nowhere. ``guide="boxes"`` adds the box-guidance term (:mod:`xray_xai.models.guidance`: ``guide_loss``
+    ``point``/``outside``/``input-grad``, ``guide_weight``, ``guide_fraction`` of the abnormal films with ground
+    truth, ``guide_layer``: default the model's target layer).
     """
     from xray_xai.models.training import train as _train
 
@@ -82,7 +89,8 @@ def train(
         "plateau_patience": plateau_patience, "monitor": monitor, "loss": loss, "early_stop": early_stop,
         "augment": augment, "seed": seed, "device": device, "amp": amp, "channels_last": channels_last,
         "num_workers": num_workers, "max_images": max_images, "regions": regions, "pretrained": pretrained,
-        "strict": strict,
+        "strict": strict, "guide": guide, "guide_loss": guide_loss, "guide_weight": guide_weight,
+        "guide_fraction": guide_fraction, "guide_layer": guide_layer,
     }  # fmt: skip
     if device is not None:
         recipe["device"] = resolve_device(device)

@@ -100,6 +100,23 @@ def _fmt(v: Any) -> str:
     help="Run folder (default: a new one under $XRAY_XAI_HOME/runs); one holding a run needs --resume.",
 )
 @click.option("--strict", is_flag=True, help=STRICT_HELP)
+@click.option(
+    "--guide", type=click.Choice(api.TRAIN_CHOICES["guide"]), default="none", show_default=True,
+    help="boxes: add a loss that puts the model's evidence inside the ground-truth boxes of abnormal films.",
+)  # fmt: skip
+@click.option(
+    "--guide-loss", type=click.Choice(api.TRAIN_CHOICES["guide_loss"]), default="point", show_default=True,
+    help="point: soft pointing game on the target layer's CAM; outside: CAM mass outside the boxes; "
+    "input-grad: input-gradient mass outside the boxes (Ross et al. 2017; 2-3x slower).",
+)  # fmt: skip
+@click.option(
+    "--guide-weight", default=1.0, show_default=True, type=click.FloatRange(min=0), help="Weight of the guide term."
+)
+@click.option(
+    "--guide-fraction", default=1.0, show_default=True, type=click.FloatRange(min=0, max=1, min_open=True),
+    help="Share of the abnormal training films whose boxes are used (a seeded draw).",
+)  # fmt: skip
+@click.option("--guide-layer", help="Module whose CAM is guided (default: the model's target layer).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @handle_errors
 def train(
@@ -132,6 +149,11 @@ def train(
     channels_last: bool,
     out_dir: Path | None,
     strict: bool,
+    guide: str,
+    guide_loss: str,
+    guide_weight: float,
+    guide_fraction: float,
+    guide_layer: str | None,
     as_json: bool,
 ) -> None:
     """Train a model on the train split, validate on val, keep the best epoch in the model store.
@@ -162,7 +184,8 @@ def train(
         letterbox=letterbox, lr=lr, optimizer=optimizer, weight_decay=weight_decay, schedule=schedule,
         monitor=monitor, loss=loss, early_stop=early_stop, seed=seed, device=device, resume=resume,
         augment="none" if no_augment else augment, out_dir=out_dir, pretrained=pretrained, max_images=max_images,
-        progress=not as_json, channels_last=channels_last, amp=amp, strict=strict,
+        progress=not as_json, channels_last=channels_last, amp=amp, strict=strict, guide=guide,
+        guide_loss=guide_loss, guide_weight=guide_weight, guide_fraction=guide_fraction, guide_layer=guide_layer,
         on_epoch=lambda row: say(api.epoch_line(row)),
         on_run_dir=lambda folder: say(f"run folder: {folder}"),
         **_head_options(hidden, dropout, init, members),

@@ -291,13 +291,21 @@ def geometry_to_tensor(
     *,
     augment: Augment | None = None,
     generator: torch.Generator | None = None,
+    extra: np.ndarray | None = None,
 ) -> torch.Tensor:
-    """The second half of :func:`to_tensor`: a film already in model geometry ``(S, S)`` to ``(C, S, S)``."""
+    """The second half of :func:`to_tensor`: a film already in model geometry ``(S, S)`` to ``(C, S, S)``.
+
+    ``extra`` (``(S, S)``, e.g. a ground-truth mask for box-guided training) is augmented with the film, in the same
+    draw, and returned un-normalised as one more channel: ``(C + 1, S, S)``."""
     import torch
 
     x = torch.from_numpy(np.asarray(film, dtype=np.float32)).unsqueeze(0)
+    if extra is not None:
+        x = torch.cat([x, torch.from_numpy(np.asarray(extra, dtype=np.float32)).unsqueeze(0)])
     if augment is not None:
         x = augment(x, generator=generator)
+    if extra is not None:
+        return torch.cat([_normalize(x[:1], pre), x[1:]]).contiguous()
     return _normalize(x, pre).contiguous()
 
 

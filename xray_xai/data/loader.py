@@ -40,6 +40,17 @@ else:  # DataLoader only needs __getitem__/__len__; avoids importing torch with 
 
 __all__ = ["Batch", "RecordDataset", "Skipped", "Warned", "collate_skip_bad", "load_batch"]
 
+#: The guidance channel of a film without ground truth (xray_xai.models.guidance.NO_MASK).
+NO_MASK = -1.0
+
+
+def _guide_mask(record: Record, shape: Sequence[int], pre: Preprocessing) -> np.ndarray:
+    """The record's ground truth in model geometry, float32 ``(S, S)`` of 0 and 1."""
+    from xray_xai.data.geometry import geometry_mask
+    from xray_xai.data.masks import ground_truth_mask
+
+    return geometry_mask(ground_truth_mask(record, shape), pre, any_overlap=True).astype(np.float32)
+
 
 def load_batch(paths: Iterable[str | Path], pre: Preprocessing, *, strict: bool = False) -> torch.Tensor:
     """Read and preprocess films into ``(B, C, S, S)``; an unreadable file raises :class:`ImageError`, a film kept
@@ -118,8 +129,13 @@ class RecordDataset(_DatasetBase):
         *,
         cache: bool = False,
         strict: bool = False,
+        guided: Iterable[int] | None = None,
     ) -> None:
         self.records = list(records)
+        # box-guided training: every item gets one more channel, the ground-truth mask of the films listed here
+        # (the others: -1); see xray_xai.models.guidance
+        self.guided = None if guided is None else frozenset(int(i) for i in guided)
+        self._masks: dict[int, np.ndarray] = {}
         self.pre = pre
         self.augment = augment
         self.strict = strict
@@ -155,6 +171,8 @@ class RecordDataset(_DatasetBase):
         if film is None:
             try:
                 film, warning = read_film(rec.path, strict=self.strict, orient=self.pre.exif_orientation)
+                if self.guided is not None and index in self.guided:
+                    self._masks[index] = _guide_mask(rec, film.shape[:2], self.pre)
                 film = geometry(film, self.pre)
             except ImageError as exc:
                 prob = Problem(str(rec.path), exc.problem)
@@ -162,7 +180,14 @@ class RecordDataset(_DatasetBase):
                 return Skipped(int(index), prob, int(self.pre.channels), int(self.pre.input_size))
             if self.cache:  # the rounded film is used from the first epoch on, so a resumed run sees the same pixels
                 film = self._films[index] = film.astype(np.float16)
-        x = geometry_to_tensor(film, self.pre, augment=self.augment)
+        extra = None
+        if self.guided is not None:
+            extra = self._masks.get(index)
+            if extra is None:
+                extra = np.full(film.shape[:2], NO_MASK, dtype=np.float32)
+            if not self.cache:
+                self._masks.pop(index, None)
+        x = geometry_to_tensor(film, self.pre, augment=self.augment, extra=extra)
         label = torch.tensor(math.nan if rec.label is None else float(rec.label), dtype=torch.float32)
         if warning is None:
             return x, label, int(index)

@@ -69,6 +69,11 @@ class TrainConfig:
     regions: tuple[str, ...] | None = None
     pretrained: bool | None = None
     strict: bool = False  #: skip films whose stream ends early however little is missing (else kept with a warning)
+    guide: str = "none"  #: "boxes": box-guided training (xray_xai.models.guidance)
+    guide_loss: str = "point"
+    guide_weight: float = 1.0
+    guide_fraction: float = 1.0
+    guide_layer: str | None = None
     model_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -84,6 +89,7 @@ class TrainConfig:
 
         if self.augment_name not in AUGMENTATIONS:
             raise PluginError(f"unknown augmentation {self.augment!r}; expected one of {', '.join(AUGMENTATIONS)}")
+        _ = self.guide_spec  # validates the guidance options
         if self.regions is not None and not isinstance(self.regions, tuple):
             object.__setattr__(self, "regions", tuple(self.regions))
         object.__setattr__(self, "model_options", dict(self.model_options))
@@ -92,6 +98,14 @@ class TrainConfig:
     def augment_name(self) -> str:
         """The augmentation preset: ``True`` is ``"standard"``, ``False`` is ``"none"``."""
         return ("standard" if self.augment else "none") if isinstance(self.augment, bool) else self.augment
+
+    @property
+    def guide_spec(self) -> Any:
+        """The guidance options as a :class:`~xray_xai.models.guidance.GuideSpec` (validated)."""
+        from xray_xai.models.guidance import GuideSpec
+
+        return GuideSpec(self.guide, self.guide_loss, float(self.guide_weight), float(self.guide_fraction),
+                         self.guide_layer)  # fmt: skip
 
     @property
     def learning_rate(self) -> float:

@@ -54,6 +54,9 @@ class _Parts:
     weights: Any
     val_weights: Any
     has_batchnorm: bool
+    guide: Any = None  #: the box-guidance term (xray_xai.models.guidance.Guide), None for a labels-only run
+    n_guided: int = 0
+    guide_mean: float | None = None  #: the last training pass's mean guidance term (part of its train_loss)
 
 
 @dataclass
@@ -81,16 +84,18 @@ def make_loader(
     num_workers: int,
     pin_memory: bool = False,
     strict: bool = False,
+    guided: list[int] | None = None,
 ) -> tuple[Any, Any, Any]:
     """Dataset, loader and the loader's own seeded generator (shuffling draws from it, not the global RNG);
-    ``strict`` refuses every film whose stream ends early (see :func:`xray_xai.data.images.read_film`)."""
+    ``strict`` refuses every film whose stream ends early (see :func:`xray_xai.data.images.read_film`); ``guided``
+    lists the films whose ground-truth mask rides along as an extra channel (box-guided training)."""
     import torch
     from torch.utils.data import DataLoader
 
     from xray_xai.data.loader import RecordDataset, collate_skip_bad
 
     # cached films: each is decoded once, not once per epoch (num_workers > 0 would give each worker its own cache)
-    ds = RecordDataset(records, pre, augment=augment, cache=True, strict=strict)
+    ds = RecordDataset(records, pre, augment=augment, cache=True, strict=strict, guided=guided)
     gen = torch.Generator()
     gen.manual_seed(seed)
     loader = DataLoader(
@@ -198,9 +203,10 @@ def _build_parts(model: Any, spec: RunSpec, cfg: TrainConfig, dev: Any) -> _Part
 
     has_batchnorm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     pin = dev.type == "cuda"
+    guide, guided = _guidance(model, spec, cfg)
     train_ds, train_loader, gen = make_loader(
         spec.train_recs, pre, augment=Augment.preset(cfg.augment_name), batch_size=cfg.batch_size, shuffle=True,
-        seed=cfg.seed, num_workers=cfg.num_workers, pin_memory=pin, strict=cfg.strict,
+        seed=cfg.seed, num_workers=cfg.num_workers, pin_memory=pin, strict=cfg.strict, guided=guided,
     )  # fmt: skip
     val_ds, val_loader, _ = make_loader(
         spec.val_recs, pre, augment=None, batch_size=cfg.batch_size, shuffle=False, seed=cfg.seed,
@@ -209,7 +215,25 @@ def _build_parts(model: Any, spec: RunSpec, cfg: TrainConfig, dev: Any) -> _Part
     sched = make_scheduler(opt, cfg.schedule, cfg.plateau_patience, cfg.epochs, len(train_loader))
     weights = torch.tensor(sample_weights(spec.train_recs, cfg.loss), dtype=torch.float32, device=dev)
     val_weights = torch.tensor(sample_weights(spec.val_recs, cfg.loss), dtype=torch.float32)
-    return _Parts(opt, sched, train_ds, train_loader, gen, val_ds, val_loader, weights, val_weights, has_batchnorm)
+    return _Parts(
+        opt, sched, train_ds, train_loader, gen, val_ds, val_loader, weights, val_weights, has_batchnorm, guide,
+        len(guided or ()),
+    )  # fmt: skip
+
+
+def _guidance(model: Any, spec: RunSpec, cfg: TrainConfig) -> tuple[Any, list[int] | None]:
+    """The guidance term and the training films that carry their ground truth (None, None without guidance)."""
+    from xray_xai.models.guidance import Guide, guided_indices
+
+    gspec = cfg.guide_spec
+    if not gspec.active:
+        return None, None
+    guided = guided_indices(spec.train_recs, gspec.fraction, cfg.seed)
+    if not guided:
+        raise PluginError(
+            f"--guide {gspec.source}: no abnormal training film of {spec.ds_name!r} has boxes, polygons or a mask"
+        )
+    return Guide(gspec, model), guided
 
 
 def _resume(model: Any, parts: _Parts, spec: RunSpec) -> _State:
@@ -262,6 +286,7 @@ def _hyperparameters(cfg: TrainConfig, amp: bool, init_from: str | None) -> dict
         "init_from": init_from,
         "channels_last": cfg.channels_last,
         "amp": amp,
+        "guide": cfg.guide_spec.to_dict() if cfg.guide_spec.active else None,
     }
 
 
@@ -276,6 +301,7 @@ def _train_pass(
 
     model.train()
     loss_sum = torch.zeros((), device=dev)
+    guide_sum = torch.zeros((), device=dev)
     n_seen = 0
     for x, y, idx, problems in progress_bar(parts.train_loader, f"epoch {epoch}/{cfg.epochs}", enabled=progress):
         if problems:
@@ -283,13 +309,22 @@ def _train_pass(
         if len(idx) == 0 or (len(idx) == 1 and parts.has_batchnorm):  # batch of one after skipped films
             continue
         x = x.to(dev, non_blocking=True)
+        masks = None
+        if parts.guide is not None:
+            x, masks = parts.guide.split(x)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = y.to(dev, non_blocking=True).float()
         w = parts.weights[idx.to(dev)]
+        if parts.guide is not None:
+            x = parts.guide.prepare(x)
         with _autocast(dev, amp):
             logits = model(x)
         batch_loss = (F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none") * w).mean()
+        if parts.guide is not None:
+            term = parts.guide.term(logits.float(), masks, x)
+            guide_sum += term.detach() * x.shape[0]
+            batch_loss = batch_loss + term
         parts.opt.zero_grad(set_to_none=True)
         batch_loss.backward()
         parts.opt.step()
@@ -297,6 +332,7 @@ def _train_pass(
             parts.sched.step()
         loss_sum += batch_loss.detach() * x.shape[0]
         n_seen += x.shape[0]
+    parts.guide_mean = float(guide_sum.item()) / max(n_seen, 1) if parts.guide is not None else None
     return float(loss_sum.item()) / max(n_seen, 1), n_seen
 
 
@@ -345,6 +381,8 @@ def _epoch(
         "seconds": round(seconds, 3),
         "img_per_s": round(n_seen / train_seconds, 2) if train_seconds > 0 else None,
     }
+    if parts.guide is not None:
+        row["train_guide"] = parts.guide_mean
     return row, m, val_loss
 
 
@@ -395,6 +433,8 @@ def _finish(
     skipped = list(getattr(parts.train_ds, "skipped", [])) + list(getattr(parts.val_ds, "skipped", []))
     warned = list(getattr(parts.train_ds, "warnings", [])) + list(getattr(parts.val_ds, "warnings", []))
     write_skipped_csv(spec.run_dir / "skipped.csv", skipped, warnings=warned)
+    if parts.guide is not None:
+        parts.guide.close()
     if st.best_state:
         model.load_state_dict(st.best_state)
     model.to("cpu")
@@ -413,6 +453,8 @@ def _finish(
         "hyperparameters": hyper,
         "run_dir": str(spec.run_dir),
     }
+    if parts.guide is not None:
+        metadata["guided_films"] = parts.n_guided
     checkpoint = save_to_store(model, metadata, save) if save else spec.run_dir
     atomic_write_json(spec.run_dir / "result.json", {"checkpoint": str(checkpoint), **metadata})
     return checkpoint, skipped, warned

@@ -197,10 +197,12 @@ def load_last(run_dir: Path) -> dict[str, Any] | None:
 # -- history ------------------------------------------------------------------------------------------------------
 def write_history(run_dir: Path, history: list[dict[str, Any]], plot: bool = True) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(HISTORY_FIELDS), extrasaction="ignore", lineterminator="\n")
+    # a box-guided run also logs its guidance term (part of train_loss)
+    fields = list(HISTORY_FIELDS) + (["train_guide"] if any("train_guide" in row for row in history) else [])
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in history:
-        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in HISTORY_FIELDS})
+        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in fields})
     atomic_write_text(run_dir / "history.csv", buf.getvalue())
     if plot:
         plot_history(run_dir / "curves.png", history)

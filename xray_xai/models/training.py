@@ -48,6 +48,7 @@ from xray_xai.models.config import (
 )
 from xray_xai.models.ensemble_training import ENSEMBLES, train_ensemble
 from xray_xai.models.epochs import RunSpec, train_torch
+from xray_xai.models.guidance import GUIDE_LOSSES, GUIDE_SOURCES
 from xray_xai.models.runs import (
     HISTORY_FIELDS,
     EpochCallback,
@@ -70,6 +71,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DEFAULT_LR",
     "DEFAULT_WEIGHT_DECAY",
+    "GUIDE_LOSSES",
+    "GUIDE_SOURCES",
     "HISTORY_FIELDS",
     "LOSSES",
     "MONITORS",

@@ -1,0 +1,168 @@
+"""Box-guided training (``train --guide boxes``): the terms, the guided films, the masks that ride with the films."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from xray_xai.data.augment import Augment
+from xray_xai.data.geometry import preset, to_tensor
+from xray_xai.data.loader import RecordDataset
+from xray_xai.errors import PluginError
+from xray_xai.models.config import TrainConfig
+from xray_xai.models.guidance import Guide, GuideSpec, guided_indices, outside_share, soft_pointing
+from xray_xai.sdk.interfaces import Box, Record
+
+
+def _film(tmp_path: Path, name: str = "film.png", size: tuple[int, int] = (40, 60)) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / name
+    Image.fromarray(rng.integers(0, 255, size=size, dtype=np.uint8)).save(path)
+    return path
+
+
+def test_outside_share_closed_form() -> None:
+    positive = torch.tensor([[[1.0, 3.0], [0.0, 0.0]]])
+    inside = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])
+    assert float(outside_share(positive, inside)[0]) == pytest.approx(0.75)
+    assert float(outside_share(positive, torch.ones_like(inside))[0]) == pytest.approx(0.0)
+
+
+def test_soft_pointing_rewards_a_peak_in_the_box() -> None:
+    inside = torch.zeros(1, 4, 4, dtype=torch.bool)
+    inside[0, 0, 0] = True
+    peak_in = torch.zeros(1, 4, 4)
+    peak_in[0, 0, 0] = 5.0
+    peak_out = torch.zeros(1, 4, 4)
+    peak_out[0, 3, 3] = 5.0
+    assert float(soft_pointing(peak_in, inside)[0]) < float(soft_pointing(peak_out, inside)[0])
+    # a mask covering every cell gives log(1) = 0, an empty one contributes nothing
+    assert float(soft_pointing(peak_out, torch.ones_like(inside))[0]) == pytest.approx(0.0, abs=1e-6)
+    assert float(soft_pointing(peak_out, torch.zeros_like(inside))[0]) == 0.0
+
+
+def test_guided_indices_only_abnormal_films_with_ground_truth() -> None:
+    box = (Box(1, 1, 5, 5),)
+    recs = [Record(Path(f"{i}.png"), label=i % 2, boxes=box if i % 3 else ()) for i in range(60)]
+    every = guided_indices(recs, 1.0, seed=0)
+    assert every == [i for i in range(60) if i % 2 == 1 and i % 3]
+    quarter = guided_indices(recs, 0.25, seed=0)
+    assert len(quarter) == round(0.25 * len(every)) and set(quarter) <= set(every)
+    assert guided_indices(recs, 0.25, seed=0) == quarter  # seeded
+    assert guided_indices(recs, 0.25, seed=1) != quarter
+    assert len(guided_indices(recs, 0.001, seed=0)) == 1  # at least one film
+
+
+def test_spec_refuses_bad_options() -> None:
+    with pytest.raises(PluginError, match="unknown guide"):
+        GuideSpec(source="masks")
+    with pytest.raises(PluginError, match="fraction"):
+        TrainConfig(guide="boxes", guide_fraction=0.0)
+    with pytest.raises(PluginError, match="unknown guide loss"):
+        TrainConfig(guide="boxes", guide_loss="gain")
+    assert TrainConfig().guide_spec.active is False
+
+
+def test_guided_dataset_carries_the_mask_through_augmentation(tmp_path: Path) -> None:
+    path = _film(tmp_path)  # 40 rows x 60 columns
+    pre = replace(preset("resize-224-imagenet", 32), mode="resize", crop=None)
+    rec = Record(path, label=1, boxes=(Box(0, 0, 15, 40),))  # the left quarter of the film
+    plain = RecordDataset([rec], pre)
+    guided = RecordDataset([rec], pre, guided=[0])
+    x, _, _ = plain[0]
+    xg, _, _ = guided[0]
+    assert xg.shape[0] == x.shape[0] + 1
+    assert torch.equal(xg[:-1], x)  # the film itself is unchanged
+    mask = xg[-1]
+    assert set(torch.unique(mask).tolist()) <= {0.0, 1.0} and mask.sum() > 0
+    cols = mask.sum(0)
+    assert cols[: cols.numel() // 2].sum() > 0 and cols[cols.numel() // 2 :].sum() == 0  # left side only
+    # a horizontal flip moves film and mask together
+    flip = Augment(hflip=1.0, vflip=0.0, degrees=0.0, translate=0.0, scale=(1.0, 1.0))
+    xf, _, _ = RecordDataset([rec], pre, augment=flip, guided=[0])[0]
+    assert torch.equal(xf[-1], torch.flip(mask, dims=[-1]))
+    assert torch.allclose(xf[:-1], torch.flip(x, dims=[-1]))
+    # a film that is not guided gets the "no mask" channel
+    xn, _, _ = RecordDataset([rec], pre, guided=[])[0]
+    assert torch.all(xn[-1] == -1.0)
+
+
+def test_unguided_dataset_items_are_what_they_were(tmp_path: Path) -> None:
+    from xray_xai.data.images import read_image
+
+    path = _film(tmp_path)
+    pre = preset("resize-224-imagenet", 32)
+    x, _, _ = RecordDataset([Record(path, label=0)], pre)[0]
+    assert torch.equal(x, to_tensor(read_image(path), pre))
+
+
+class _Tiny(torch.nn.Module):
+    target_layer = "features"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU())
+        self.head = torch.nn.Linear(4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean((2, 3))).squeeze(1)
+
+
+@pytest.mark.parametrize("loss", ["point", "outside", "input-grad"])
+def test_term_is_zero_without_guided_films_and_trains_the_weights(loss: str) -> None:
+    torch.manual_seed(0)
+    model = _Tiny().train()
+    guide = Guide(GuideSpec("boxes", loss, 2.0), model)
+    x = torch.randn(2, 3, 8, 8)
+    unguided = torch.full((2, 8, 8), -1.0)
+    term = guide.term(model(guide.prepare(x.clone())), unguided, x)
+    assert float(term) == 0.0
+    masks = unguided.clone()
+    masks[1] = 0.0
+    masks[1, :4, :4] = 1.0
+    xs = guide.prepare(x.clone())
+    term = guide.term(model(xs), masks, xs)
+    assert term.item() > 0
+    term.backward()
+    assert model.features[0].weight.grad is not None and model.features[0].weight.grad.abs().sum() > 0
+    guide.close()
+    assert not model.features._forward_hooks  # nothing of the guidance stays on the model
+
+
+def test_guide_layer_must_exist() -> None:
+    with pytest.raises(PluginError, match="not a module"):
+        Guide(GuideSpec("boxes", "point", layer="nope"), _Tiny())
+
+
+def test_guided_training_records_the_recipe(tmp_path: Path) -> None:
+    from xray_xai import api
+
+    data = tmp_path / "ph"
+    api.synth(data, n_studies=16, seed=0, image_size=64, progress=False)
+    result = api.train(
+        "cnn-small", data, epochs=1, image_size=32, guide="boxes", guide_loss="outside", guide_weight=0.5,
+        guide_fraction=0.5, progress=False, out_dir=tmp_path / "run",
+    )  # fmt: skip
+    sidecar = json.loads(next(Path(result.checkpoint).glob("*.json")).read_text())
+    hyper = sidecar["metadata"]["hyperparameters"] if "metadata" in sidecar else sidecar["hyperparameters"]
+    assert hyper["guide"] == {"source": "boxes", "loss": "outside", "weight": 0.5, "fraction": 0.5, "layer": None}
+    assert "train_guide" in (tmp_path / "run" / "history.csv").read_text().splitlines()[0]
+    assert math.isfinite(result.history[0]["train_guide"])
+
+
+def test_guide_without_ground_truth_is_refused(tmp_path: Path) -> None:
+    from xray_xai.models.epochs import RunSpec, _guidance
+
+    recs = [Record(_film(tmp_path, f"{i}.png"), label=i % 2) for i in range(4)]
+    spec = RunSpec("tiny", "folder", recs, recs, "f", tmp_path)
+    with pytest.raises(PluginError, match="no abnormal training film"):
+        _guidance(_Tiny(), spec, TrainConfig(guide="boxes"))
+    assert _guidance(_Tiny(), spec, TrainConfig()) == (None, None)

@@ -1,0 +1,187 @@
+"""Box-guided training: a loss term that puts the model's evidence inside the ground-truth boxes.
+
+Training on labels alone lets a model find a fracture by whatever correlates with it; the films that come with
+boxes or masks (FracAtlas's fractured films) can say *where* the evidence should be. :class:`Guide` adds, for the
+abnormal training films chosen to carry their ground truth, a term computed from a class-activation map of the
+guided layer (by default the model's ``target_layer``, the map Grad-CAM reads):
+
+* ``outside`` ("right for the right reasons" on the CAM, after Ross et al. 2017, who penalised input gradients
+  outside an annotation): the share of the map's positive mass that falls outside the boxes. Scale-free, in [0, 1].
+* ``point``: a soft pointing game. The map is standardised per film and turned into a distribution with a softmax;
+  the term is minus the log of the probability inside the boxes, so the map's *peak* is pulled into the box (the
+  pointing game scores the peak).
+* ``input-grad``: Ross et al.'s own term, the share of the input gradient's magnitude (of the abnormal logit)
+  outside the boxes. Needs a second backward pass through the whole network (about 2-3x the cost of a step).
+
+The map is Grad-CAM's (channel weights = the spatial mean of the logit's gradient), computed with
+``create_graph=True`` so the term trains the weights: for a linear head after global average pooling this is the
+CAM, and the double backward only goes through the head. Films without ground truth, normal films and films not
+drawn by ``fraction`` contribute nothing; the term is averaged over the guided films of the batch and multiplied by
+``weight``.
+
+How masks travel: a guided :class:`~xray_xai.data.loader.RecordDataset` appends the ground-truth mask in model
+geometry as one extra channel *before* augmentation, so flips, rotations and zooms move film and mask together; a
+film without guidance gets a channel of -1. :meth:`Guide.split` takes it off again before the forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from xray_xai.errors import PluginError
+from xray_xai.sdk.interfaces import Record
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["GUIDE_LOSSES", "GUIDE_SOURCES", "Guide", "GuideSpec", "guided_indices"]
+
+#: Sources of guidance ``train --guide`` accepts (``none``: labels only).
+GUIDE_SOURCES = ("none", "boxes")
+#: Loss families of the guidance term.
+GUIDE_LOSSES = ("outside", "point", "input-grad")
+#: The mask value of a film that carries no guidance.
+NO_MASK = -1.0
+
+
+@dataclass(frozen=True)
+class GuideSpec:
+    """What the recipe says about guidance (part of :class:`~xray_xai.models.config.TrainConfig`)."""
+
+    source: str = "none"
+    loss: str = "point"
+    weight: float = 1.0
+    fraction: float = 1.0
+    layer: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in GUIDE_SOURCES:
+            raise PluginError(f"unknown guide {self.source!r}; expected one of {', '.join(GUIDE_SOURCES)}")
+        if self.loss not in GUIDE_LOSSES:
+            raise PluginError(f"unknown guide loss {self.loss!r}; expected one of {', '.join(GUIDE_LOSSES)}")
+        if not 0.0 < self.fraction <= 1.0:
+            raise PluginError(f"guide fraction must be in (0, 1], got {self.fraction}")
+        if self.weight < 0:
+            raise PluginError(f"guide weight must be >= 0, got {self.weight}")
+
+    @property
+    def active(self) -> bool:
+        return self.source != "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "loss": self.loss, "weight": self.weight, "fraction": self.fraction,
+                "layer": self.layer}  # fmt: skip
+
+
+def guided_indices(records: Sequence[Record], fraction: float, seed: int) -> list[int]:
+    """Indices of the abnormal records with ground truth that carry it into training: all of them, or a seeded
+    ``fraction`` (at least one) drawn with numpy, so torch's random stream, which drives the weights and the
+    augmentation, is the same as in an unguided run."""
+    import numpy as np
+
+    candidates = [i for i, r in enumerate(records) if r.label == 1 and r.has_ground_truth]
+    if fraction >= 1.0 or not candidates:
+        return candidates
+    n = max(1, round(fraction * len(candidates)))
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(candidates, size=n, replace=False))
+
+
+def _resolve_layer(model: Any, name: str | None) -> Any:
+    layer = name or getattr(model, "target_layer", "")
+    if not layer:
+        raise PluginError(
+            f"model {getattr(model, 'name', type(model).__name__)!r} declares no target_layer; "
+            "name the guided layer with --guide-layer"
+        )
+    try:
+        return model.get_submodule(layer)
+    except AttributeError:
+        raise PluginError(f"guided layer {layer!r} is not a module of the model") from None
+
+
+class Guide:
+    """The guidance term of one run: hooks the guided layer, splits masks off batches, computes the term."""
+
+    def __init__(self, spec: GuideSpec, model: Any) -> None:
+        self.spec = spec
+        self._acts: Any = None
+        self._hook = None
+        if spec.loss != "input-grad":
+            module = _resolve_layer(model, spec.layer)
+            self._hook = module.register_forward_hook(self._keep)
+
+    def _keep(self, module: Any, inputs: Any, output: Any) -> None:
+        if module.training:
+            self._acts = output
+
+    def close(self) -> None:
+        """Remove the hook (the trained model carries nothing of the guidance)."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        self._acts = None
+
+    @staticmethod
+    def split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, C+1, S, S)`` from a guided dataset -> images ``(B, C, S, S)`` and masks ``(B, S, S)`` (-1: none)."""
+        return x[:, :-1], x[:, -1]
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """The images as the forward pass should take them (``input-grad`` needs their gradient)."""
+        if self.spec.loss == "input-grad":
+            return x.requires_grad_(True)
+        return x
+
+    def term(self, logits: torch.Tensor, masks: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """The weighted guidance term of a batch (0 when no film of it is guided)."""
+        import torch
+
+        guided = masks.flatten(1).amax(1) > 0  # a guided film's mask has at least one pixel in the box
+        acts, self._acts = self._acts, None
+        if not bool(guided.any()) or self.spec.weight == 0:
+            return logits.new_zeros(())
+        target = (masks[guided] > 0.5).float()
+        if self.spec.loss == "input-grad":
+            if x is None or not x.requires_grad:
+                raise PluginError("input-grad guidance needs the images with requires_grad (Guide.prepare)")
+            (grad,) = torch.autograd.grad(logits[guided].sum(), x, create_graph=True)
+            saliency = grad[guided].abs().sum(1)
+            return self.spec.weight * outside_share(saliency, target).mean()
+        if acts is None:
+            raise PluginError("the guided layer produced no output in this forward pass")
+        (grad,) = torch.autograd.grad(logits[guided].sum(), acts, create_graph=True)
+        weights = grad[guided].float().mean(dim=(2, 3), keepdim=True)
+        cam = (weights * acts[guided].float()).sum(1)
+        if self.spec.loss == "outside":
+            return self.spec.weight * outside_share(torch.relu(cam), _cells(target, cam.shape[-2:])).mean()
+        return self.spec.weight * soft_pointing(cam, _cells(target, cam.shape[-2:]) > 0).mean()
+
+
+def _cells(mask: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """The share of each map cell covered by the mask ``(n, S, S)`` -> ``(n, h, w)``."""
+    import torch.nn.functional as F
+
+    return F.adaptive_avg_pool2d(mask.unsqueeze(1), tuple(size)).squeeze(1)
+
+
+def outside_share(positive: torch.Tensor, inside: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Per film, the share of a non-negative map's mass outside the (soft) mask ``inside`` in [0, 1]."""
+    total = positive.flatten(1).sum(1)
+    outside = (positive * (1.0 - inside)).flatten(1).sum(1)
+    return outside / (total + eps)
+
+
+def soft_pointing(cam: torch.Tensor, inside: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Per film, ``-log`` of the softmax mass of the standardised map inside the boolean mask: 0 when the map's
+    mass is all inside, large when its peak sits elsewhere. Films whose mask covers no cell give 0."""
+    import torch
+
+    flat = cam.flatten(1)
+    z = (flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + eps)
+    inside_flat = inside.flatten(1)
+    masked = z.masked_fill(~inside_flat, float("-inf"))
+    loss = torch.logsumexp(z, 1) - torch.logsumexp(masked, 1)
+    return torch.where(inside_flat.any(1), loss, torch.zeros_like(loss))
