@@ -164,7 +164,7 @@ def _cells(mask: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """The share of each map cell covered by the mask ``(n, S, S)`` -> ``(n, h, w)``."""
     import torch.nn.functional as F
 
-    return F.adaptive_avg_pool2d(mask.unsqueeze(1), tuple(size)).squeeze(1)
+    return F.adaptive_avg_pool2d(mask.unsqueeze(1), (int(size[0]), int(size[1]))).squeeze(1)
 
 
 def outside_share(positive: torch.Tensor, inside: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
