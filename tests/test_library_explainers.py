@@ -111,6 +111,61 @@ def test_a_cam_added_to_gradcam_appears_without_a_code_change(monkeypatch: pytes
     check_explainer(fresh.get("grad-cam:OnesCAM"), tiny_convnet(seed=0))
 
 
+def _reread_families() -> None:
+    """Forget the expanded families (they are read again when next needed, as in a new process)."""
+    explainers.reset()
+    providers = {"captum": captum_family.members, "grad-cam": gradcam_family.members}
+    for ns in [ns for ns in providers if ns not in explainers.families()]:
+        explainers.register_family(ns, providers[ns], package="xray-xai")
+
+
+def test_plugins_json_lists_every_library_class_and_those_added_at_run_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`xray-xai plugins --json` lists every captum attribution class and every grad-cam CAM of the installed
+    libraries, each adapted or unsupported with a reason; a class that appears in the library's module (a new
+    release) is listed with no change to xray-xai."""
+    import json
+
+    import captum.attr as ca
+    import pytorch_grad_cam as pg
+    from click.testing import CliRunner
+    from pytorch_grad_cam.base_cam import BaseCAM
+
+    from xray_xai.cli import main
+
+    class BrandNewGradient(ca.GradientAttribution):
+        def attribute(self, inputs: torch.Tensor, target: Any = None) -> torch.Tensor:
+            return inputs
+
+    class BrandNewCAM(BaseCAM):
+        pass
+
+    with monkeypatch.context() as mp:
+        mp.setattr(ca, "BrandNewGradient", BrandNewGradient, raising=False)
+        mp.setattr(pg, "BrandNewCAM", BrandNewCAM, raising=False)
+        _reread_families()
+        try:
+            result = CliRunner().invoke(main, ["plugins", "--kind", "explainer", "--json"])
+            attribution = {n for n, c in vars(ca).items() if isinstance(c, type) and issubclass(c, ca.Attribution)
+                           and c.__module__ != "captum.attr._utils.attribution"}  # fmt: skip
+            cams = {n for n, c in vars(pg).items() if isinstance(c, type) and issubclass(c, BaseCAM)
+                    and c is not BaseCAM}  # fmt: skip
+        finally:
+            _reread_families()  # the added classes must not outlive the test
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    captum_rows = {n.split(":", 1)[1] for n in rows if n.startswith("captum:")}
+    assert captum_rows == attribution and len(attribution) >= 45  # 24 adapted + 20 unsupported in 0.9, and the new one
+    assert {f"grad-cam:{n}" for n in cams} <= set(rows) and len(cams) >= 16  # 15 adapted in 1.5.7, and the new one
+    for name, row in rows.items():
+        if name.startswith(("captum:", "grad-cam:")):
+            assert row["error"] is None, name
+            assert (row["unsupported"] is None) == bool(row["description"]), name  # adapted, or unsupported: why
+    assert rows["captum:BrandNewGradient"]["unsupported"] is None
+    assert rows["grad-cam:BrandNewCAM"]["unsupported"] is None
+    assert "neuron" in rows["captum:NeuronGradient"]["unsupported"]
+    assert "captum:BrandNewGradient" not in explainers.names()  # gone once the library is as installed
+
+
 def test_unsupported_members_are_listed_with_a_reason_and_refused_in_one_line() -> None:
     reasons = explainers.unsupported()
     assert "neuron" in reasons["captum:NeuronGradient"]
@@ -175,8 +230,10 @@ REFUSED_ON_LITE0 = {
 
 
 #: run on EfficientNet-Lite0 in the default suite, one per kind of adapter (input gradient, layer, path, SHAP,
-#: perturbation, grad-cam with and without gradients, FullGrad); the others are marked slow (about 10 s each on a
-#: loaded 2-core CPU: together they would add several minutes), and the refusals are always checked (instant)
+#: perturbation, grad-cam with and without gradients, FullGrad); the others are marked slow and the refusals are
+#: always checked (instant). `pytest -m slow -k lite0` ran the 24 slow ones in 3 min 11 s wall on the shared 2-core
+#: CPU (44 s of CPU): ScoreCAM 81 s and AblationCAM 74 s (a forward pass per channel of the 1280-channel layer),
+#: every other one under 2 s
 LITE0_DEFAULT = {"captum:InputXGradient", "captum:LayerGradCam", "captum:IntegratedGradients", "captum:GradientShap",
                  "captum:FeatureAblation", "grad-cam:GradCAM", "grad-cam:EigenCAM", "grad-cam:FullGrad"}  # fmt: skip
 
@@ -287,3 +344,78 @@ def test_random_cam_is_seeded_and_leaves_numpy_alone() -> None:
     b = explainers.get("grad-cam:RandomCAM")(seed=1).explain(model, x).maps
     c = explainers.get("grad-cam:RandomCAM")(seed=2).explain(model, x).maps
     assert np.allclose(a, b) and not np.allclose(a, c)
+
+
+# -- superpixels instead of the grid (segments="slic") ---------------------------------------------------------------
+FEATURE_MASK_METHODS = ["captum:FeatureAblation", "captum:ShapleyValueSampling", "captum:KernelShap", "captum:Lime"]
+
+
+def test_slic_segments_are_computed_on_the_film_whatever_the_normalisation() -> None:
+    """The same films through a model without normalisation (1 channel) and one with ImageNet normalisation
+    (3 channels) get the same superpixels: SLIC runs on the denormalised film. Ids are contiguous per film."""
+    from skimage.segmentation import slic
+    from xray_xai_plugins.explainers.adapters import slic_mask
+
+    plain, imagenet = LinearModel(), tiny_convnet(seed=0)
+    assert imagenet.preprocessing.normalize == "imagenet" and plain.preprocessing.normalize == "none"
+    xp, xi = example_images(plain, seed=5), example_images(imagenet, seed=5)
+    a = slic_mask(xp, plain.preprocessing, 12, 0.1)
+    b = slic_mask(xi, imagenet.preprocessing, 12, 0.1)
+    assert a.shape == (2, 1, 32, 32) and a.dtype == torch.int64
+    assert torch.equal(a, b)
+    for film, mask in zip(xp[:, 0].numpy(), a[:, 0].numpy(), strict=True):
+        direct = slic(film.astype(np.float64), n_segments=12, compactness=0.1, channel_axis=None, start_label=0)
+        k = len(np.unique(direct))
+        assert sorted(np.unique(mask)) == list(range(k))  # 0..K-1, as many as SLIC made
+        assert 6 <= k <= 24  # about n_segments
+    assert not torch.equal(a[0], a[1])  # one mask per film
+
+
+@pytest.mark.parametrize("name", FEATURE_MASK_METHODS)
+def test_slic_attributions_are_constant_within_each_superpixel(name: str) -> None:
+    model, x, xs, w = _linear()
+    exp = explainers.get(name)(segments="slic", n_segments=12, baseline="zeros").explain(model, x)
+    seg = exp.extras["segments"]
+    raw = np.asarray(exp.raw)
+    assert seg.shape == raw.shape == (2, 32, 32)
+    for j in range(2):
+        ids = np.unique(seg[j])
+        assert list(ids) == list(range(len(ids))) and 6 <= len(ids) <= 24
+        for k in ids:
+            values = raw[j][seg[j] == k]
+            np.testing.assert_allclose(values, values[0], rtol=1e-5, atol=1e-6)
+        assert len(np.unique(raw[j].round(5))) > 1  # not one value over the whole film
+        if name in ("captum:FeatureAblation", "captum:ShapleyValueSampling"):  # additive model: exact
+            expected = np.zeros_like(raw[j])
+            for k in ids:
+                expected[seg[j] == k] = (xs[j] * w)[seg[j] == k].sum()
+            np.testing.assert_allclose(raw[j], expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["captum:FeatureAblation", "captum:KernelShap"])
+def test_slic_explains_each_film_as_if_alone(name: str) -> None:
+    """Each film has its own superpixels (and count), its own surrogate model and its own seeded draws: its map
+    is the same in a batch as alone."""
+    model = tiny_convnet(seed=0)
+    x = example_images(model, batch=2, seed=2)
+    options = {"segments": "slic", "n_segments": 10} | ({"n_samples": 32} if name == "captum:KernelShap" else {})
+    both = explainers.get(name)(**options).explain(model, x)
+    second = explainers.get(name)(**options).explain(model, x[1:])
+    np.testing.assert_array_equal(both.extras["segments"][1:], second.extras["segments"])
+    assert len(np.unique(both.extras["segments"][0])) != len(np.unique(both.extras["segments"][1]))
+    assert len(np.unique(np.asarray(second.raw).round(6))) > 2
+    np.testing.assert_allclose(np.asarray(both.raw)[1:], second.raw, rtol=1e-5, atol=1e-6)
+
+
+def test_the_grid_stays_the_default_and_bad_segments_are_refused() -> None:
+    model = tiny_convnet(seed=0)
+    x = example_images(model, batch=2, seed=2)
+    method = explainers.get("captum:FeatureAblation")
+    default = method()
+    assert default.params["segments"] == "grid" and default.params["grid"] == 8
+    assert "segments" not in default.explain(model, x).extras
+    with pytest.raises(PluginError, match="segments must be one of grid, slic") as err:
+        method(segments="watershed")
+    assert "\n" not in str(err.value)
+    with pytest.raises(PluginError, match=r"unknown option\(s\) segments"):  # Occlusion slides a window: no mask
+        explainers.get("captum:Occlusion")(segments="slic")

@@ -78,6 +78,32 @@ def test_every_explain_figure_carries_the_provenance(
     assert all("trained on synthetic" in item["provenance"] for item in result.items)
 
 
+def test_the_explain_figure_title_names_the_model_as_its_footer_does(
+    phantom_checkpoint: Path, noise_film: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shipped model is built by an architecture plugin (the shipped fracatlas-lite0 is an efficientnet-lite0):
+    the overlay's title says the shipped name, as the footer does, not the architecture's."""
+    from xray_xai.explain import figures
+
+    seen: list[tuple[str, str]] = []
+    real = figures.render_overlay
+    monkeypatch.setattr(
+        figures, "render_overlay", lambda *a, **kw: (seen.append((kw["title"], kw["footer"])), real(*a, **kw))[1]
+    )
+    shipped = store.save_model(
+        xray_xai.get_model("cnn-small")(image_size=32),
+        metadata={"dataset": "fracatlas", "shipped": {"name": "wrist-demo", "test": {"auroc": 0.8}}},
+    )
+    api.explain(shipped, "saliency", inputs=[noise_film], out=tmp_path / "shipped", show_progress=False)
+    (title, footer), *_ = seen
+    assert footer.startswith("wrist-demo") and title.startswith("saliency - wrist-demo - p(abnormal) = ")
+    assert "cnn-small" not in title
+    seen.clear()  # a model that is not shipped keeps its own name in both
+    api.explain(phantom_checkpoint, "saliency", inputs=[noise_film], out=tmp_path / "plain", show_progress=False)
+    (title, footer), *_ = seen
+    assert footer.startswith("cnn-small") and title.startswith("saliency - cnn-small - ")
+
+
 def test_evaluation_figures_and_report_name_the_training_data(phantom_checkpoint: Path, tmp_path: Path) -> None:
     from xray_xai.models import evaluation_figures as evaluation
 

@@ -143,6 +143,49 @@ def test_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:
     assert "model.safetensors" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_weights_that_do_not_fit_name_each_kind_of_mismatch_in_one_line(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    folder = store.save_model(_cnn(), tmp_path / "ckpt")
+    weights = folder / "model.safetensors"
+    state = load_file(str(weights))
+    first = next(iter(state))
+    missing = next(k for k in state if k != first and k.endswith("running_var"))
+    state[first] = torch.zeros(3, 3)
+    del state[missing]
+    state["extra.weight"] = torch.zeros(2)
+    save_file(state, str(weights))
+    side = json.loads((folder / "model.json").read_text())
+    del side["weights_sha256"]  # let the fit check, not the checksum, speak
+    (folder / "model.json").write_text(json.dumps(side))
+    model_shape = tuple(_cnn().state_dict()[first].shape)
+    with pytest.raises(CheckpointError) as err:
+        store.load_model(folder)
+    message = str(err.value)
+    assert "\n" not in message and "do not fit model 'cnn-small' (another architecture?)" in message
+    assert f"1 missing (e.g. {missing})" in message
+    assert "1 unexpected (e.g. extra.weight)" in message
+    assert f"1 of other shape (e.g. {first}: file (3, 3), model {model_shape})" in message
+
+
+def test_state_fit_lists_every_mismatch_and_spares_what_may_be_missing() -> None:
+    from xray_xai.models.statefit import state_fit
+
+    want = {"a": torch.zeros(2), "b": torch.zeros(2, 2), "bn.num_batches_tracked": torch.zeros(()), "c": torch.zeros(1)}
+    have = {"a": torch.zeros(2), "b": torch.zeros(3), "x": torch.zeros(1)}
+    fit = state_fit(have, want)
+    assert not fit.ok
+    assert fit.missing == ["bn.num_batches_tracked", "c"] and fit.unexpected == ["x"]
+    assert fit.shape_mismatch == [{"key": "b", "file": [3], "model": [2, 2]}]
+    spared = state_fit(have, want, may_miss=lambda k: k.endswith("num_batches_tracked"))
+    assert spared.missing == ["c"]
+    assert (
+        spared.summary()
+        == "1 missing (e.g. c); 1 unexpected (e.g. x); 1 of other shape (e.g. b: file (3,), model (2, 2))"
+    )
+    assert state_fit(want, want).ok and state_fit(want, want).summary() == ""
+
+
 def test_missing_sidecar(tmp_path: Path) -> None:
     folder = store.save_model(_cnn(), tmp_path / "ckpt")
     (folder / "model.json").unlink()

@@ -14,9 +14,10 @@ The mapping, the same for both libraries:
   film's mean intensity) or ``"zeros"`` (zeros in normalised space, the libraries' own default).
   :func:`baseline_distribution` stacks black, mean and blurred films for the SHAP-style methods, which average
   over a distribution of baselines.
-* Perturbation methods perturb a ``grid`` x ``grid`` partition of the film into square patches
-  (:func:`grid_mask`); superpixels would follow the bone better, but a grid is deterministic, cheap and the same
-  for every method, which keeps their costs comparable.
+* Perturbation methods perturb a partition of the film: by default a ``grid`` x ``grid`` partition into square
+  patches (:func:`grid_mask`: deterministic, cheap and the same for every film and method, which keeps their costs
+  comparable), or SLIC superpixels of each film (:func:`slic_mask`), which follow the bone's edges and a fracture
+  line instead of cutting across them.
 * :func:`unsupported_activations` names the activation modules of a model that a rule-based method (DeepLift,
   guided backprop, LRP) has no rule for; the adapters refuse such a model instead of silently falling back to
   plain gradients.
@@ -35,21 +36,24 @@ from torch import nn
 
 from xray_xai.data.geometry import to_tensor
 from xray_xai.errors import PluginError
-from xray_xai.sdk import Model, Preprocessing, gaussian_blur, logits_of, resolve_layer
+from xray_xai.sdk import Model, Preprocessing, film_from_tensor, gaussian_blur, logits_of, resolve_layer
 
 __all__ = [
     "BASELINES",
+    "SEGMENTS",
     "SignedLogit",
     "baseline_batch",
     "baseline_distribution",
     "grid_mask",
     "layer_of",
     "numpy_seeded",
+    "slic_mask",
     "split_options",
     "unsupported_activations",
 ]
 
 BASELINES = ("blur", "black", "mean", "zeros")
+SEGMENTS = ("grid", "slic")  #: the partitions a perturbation method can perturb
 
 
 class SignedLogit(nn.Module):
@@ -127,6 +131,34 @@ def grid_mask(images: torch.Tensor, grid: int) -> torch.Tensor:
     rows = torch.clamp(torch.arange(h) * grid // h, max=grid - 1)
     cols = torch.clamp(torch.arange(w) * grid // w, max=grid - 1)
     return (rows[:, None] * grid + cols[None, :])[None, None].to(images.device)
+
+
+def slic_mask(images: torch.Tensor, pre: Preprocessing, n_segments: int, compactness: float) -> torch.Tensor:
+    """``(B, 1, H, W)`` integer ids ``0..K_b - 1`` of SLIC superpixels (Achanta et al. 2012) of each film.
+
+    SLIC runs on the gray film recovered from the model input (normalisation undone, channels averaged), so the
+    superpixels follow intensity edges of the radiograph whatever the model's normalisation. SLIC rescales each film
+    to [0, 1] first, so ``compactness`` weighs space against that range (small: boundaries follow edges; large:
+    near-square cells). Ids are renumbered to be contiguous per film (captum counts features as ``max id + 1``)."""
+    from skimage.segmentation import slic
+
+    if n_segments < 1:
+        raise PluginError(f"n_segments must be >= 1, got {n_segments}")
+    if compactness <= 0:
+        raise PluginError(f"compactness must be > 0, got {compactness}")
+    films = film_from_tensor(images, pre)
+    masks = np.empty(films.shape, dtype=np.int64)
+    for i, film in enumerate(films):
+        labels = slic(
+            film.astype(np.float64),
+            n_segments=int(n_segments),
+            compactness=float(compactness),
+            channel_axis=None,
+            start_label=0,
+            enforce_connectivity=True,
+        )
+        masks[i] = np.unique(labels, return_inverse=True)[1].reshape(labels.shape)
+    return torch.from_numpy(masks)[:, None].to(images.device)
 
 
 def unsupported_activations(model: nn.Module, supported: Iterable[type]) -> list[str]:

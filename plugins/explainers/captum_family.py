@@ -12,7 +12,9 @@ namespace at run time, so a method added in a new captum release appears without
   ``forward_func``/``model`` get :class:`~xray_xai_plugins.explainers.adapters.SignedLogit` (the logit as class 0),
   ``layer`` the model's target layer (or ``layer=``), ``baselines`` the baseline film (``baseline=``, default
   ``blur``; a distribution of black, mean and blurred films for the SHAP-style methods), ``feature_mask`` a
-  ``grid`` x ``grid`` partition into patches, ``sliding_window_shapes``/``strides`` one patch of that grid,
+  ``grid`` x ``grid`` partition into patches (``segments="grid"``, the default) or SLIC superpixels of each film
+  (``segments="slic"``, about ``n_segments`` of them; each film is then attributed on its own, with its own
+  mask), ``sliding_window_shapes``/``strides`` one patch of that grid,
   ``layer_mask`` one feature per spatial position of the layer, ``n_steps``/``n_samples`` a CPU-sized budget
   (:data:`BUDGET`). Any other keyword of the class's constructor or ``attribute`` passes through unchanged
   (``-p captum:LayerGradCam.relu_attributions=true``).
@@ -30,22 +32,25 @@ import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from xray_xai_plugins.explainers.adapters import (
     BASELINES,
+    SEGMENTS,
     SignedLogit,
     baseline_batch,
     baseline_distribution,
     grid_mask,
     layer_of,
     numpy_seeded,
+    slic_mask,
     split_options,
     unsupported_activations,
 )
 
 from xray_xai.errors import PluginError
-from xray_xai.sdk import Attribution, Model, Tags, TorchExplainer
+from xray_xai.sdk import Attribution, Model, Tags, TorchExplainer, seeded
 from xray_xai.sdk.registry import FamilyMember
 
 __all__ = ["BUDGET", "CLASS_AGNOSTIC", "UNSUPPORTED", "CaptumAdapter", "adapter_for", "members"]
@@ -80,6 +85,7 @@ BUDGET: dict[str, dict[str, Any]] = {
 }
 N_STEPS = 16  #: integration steps of the path methods (captum's default is 50)
 GRID = 8  #: patches per side for the perturbation methods
+COMPACTNESS = 0.1  #: SLIC compactness on the [0, 1] film (as the saliency explainer's superpixels)
 PERTURBATIONS_PER_EVAL = 16
 INTERNAL_BATCH_SIZE = 16
 
@@ -149,6 +155,8 @@ class CaptumAdapter(TorchExplainer):
             own["blur_sigma"] = 0.05
         if {"feature_mask", "sliding_window_shapes"} & set(attr):
             own["grid"] = GRID
+        if "feature_mask" in attr:  # the same budget as the grid: as many superpixels as patches
+            own |= {"segments": "grid", "n_segments": GRID * GRID, "compactness": COMPACTNESS}
         for knob, default in (("n_steps", N_STEPS), ("internal_batch_size", INTERNAL_BATCH_SIZE),
                               ("perturbations_per_eval", PERTURBATIONS_PER_EVAL)):  # fmt: skip
             if knob in attr:
@@ -160,6 +168,10 @@ class CaptumAdapter(TorchExplainer):
         ours, theirs = split_options(dict(options), own, passable, method=self.name)
         if "baseline" in ours and ours["baseline"] not in (*BASELINES, "distribution"):
             raise PluginError(f"{self.name}: baseline must be one of {', '.join(BASELINES)} or distribution")
+        if "segments" in ours and ours["segments"] not in SEGMENTS:
+            raise PluginError(f"{self.name}: segments must be one of {', '.join(SEGMENTS)}, got {ours['segments']!r}")
+        if "segments" in ours and (int(ours["n_segments"]) < 1 or float(ours["compactness"]) <= 0):
+            raise PluginError(f"{self.name}: n_segments must be >= 1 and compactness > 0")
         super().__init__(seed=seed, **ours, **theirs)
         self.ours, self.theirs = ours, theirs
         self._ctor, self._attr = ctor, attr
@@ -210,9 +222,18 @@ class CaptumAdapter(TorchExplainer):
         x = images.clone()
         if issubclass(cls, _captum().GradientAttribution):  # frozen parameters: the graph must start at the input
             x.requires_grad_(True)
+        per_film = self.ours.get("segments") == "slic"  # one mask per film: attribute each film on its own
         try:
-            with numpy_seeded(self.seed), torch.enable_grad():
-                out = method.attribute(x, **call)
+            with torch.enable_grad():
+                if per_film:
+                    parts = []
+                    for i in range(len(x)):  # reseeded per film: its map does not depend on the films beside it
+                        with seeded(self.seed), numpy_seeded(self.seed):
+                            parts.append(method.attribute(x[i : i + 1], **_one_film(call, i, len(x))))
+                    out = torch.cat(parts)
+                else:
+                    with numpy_seeded(self.seed):
+                        out = method.attribute(x, **call)
         finally:  # LRP attaches a rule attribute to every layer; leave the model as it was
             for m in model.modules():  # type: ignore[attr-defined]
                 if m not in before and hasattr(m, "rule"):
@@ -226,7 +247,8 @@ class CaptumAdapter(TorchExplainer):
             raise PluginError(f"{self.name}: attribution of shape {tuple(out.shape)} is not a map")
         with torch.no_grad():
             probs = torch.sigmoid(sign * wrapped(images)[:, 0])
-        return Attribution(raw=raw.detach(), probabilities=probs)
+        extras = {"segments": call["feature_mask"][:, 0].cpu().numpy().astype(np.int32)} if per_film else {}
+        return Attribution(raw=raw.detach(), probabilities=probs, extras=extras)
 
     def _filled(self, model: Model, images: torch.Tensor, wrapped: nn.Module) -> dict[str, Any]:
         """The library arguments we fill: baselines, masks, windows and the budget knobs."""
@@ -238,7 +260,11 @@ class CaptumAdapter(TorchExplainer):
             else:
                 call["baselines"] = baseline_batch(images, pre, str(o["baseline"]), float(o["blur_sigma"]))
         if "feature_mask" in attr:
-            call["feature_mask"] = grid_mask(images, int(o["grid"]))
+            if o["segments"] == "slic":
+                call["feature_mask"] = slic_mask(images, model.preprocessing, int(o["n_segments"]),
+                                                 float(o["compactness"]))  # fmt: skip
+            else:
+                call["feature_mask"] = grid_mask(images, int(o["grid"]))
         if "sliding_window_shapes" in attr:
             c, h, w = (int(s) for s in images.shape[1:])
             win = (c, max(1, h // int(o["grid"])), max(1, w // int(o["grid"])))
@@ -249,6 +275,13 @@ class CaptumAdapter(TorchExplainer):
             if knob in o:
                 call[knob] = o[knob]
         return call
+
+
+def _one_film(call: dict[str, Any], i: int, n: int) -> dict[str, Any]:
+    """The arguments of :meth:`CaptumAdapter.attribute`'s call for film ``i`` alone: every per-film tensor (first
+    axis the batch of ``n``) sliced to that film; the rest (budgets, shared tensors) unchanged."""
+    return {k: v[i : i + 1] if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == n and n > 1 else v
+            for k, v in call.items()}  # fmt: skip
 
 
 def _position_mask(wrapped: nn.Module, layer: nn.Module, one: torch.Tensor) -> torch.Tensor:

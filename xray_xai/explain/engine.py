@@ -143,6 +143,8 @@ class ModelFilms:
     #: the model's own probabilities before the sidecar's calibration (equal to ``probabilities`` without one)
     probabilities_raw: np.ndarray | None = None
     provenance: str = ""  #: the model's name, training data and AUROC in one line (xray_xai.sdk.provenance)
+    #: the model's name as its provenance gives it (a shipped model's own name, ``fracatlas-lite0``), for titles
+    provenance_name: str = ""
 
     @property
     def study_probability(self) -> float:
@@ -231,6 +233,7 @@ def explain_prepared(
             if predict or not done
             else np.asarray(done[0].extras["probabilities_raw"], dtype=np.float64)
         )
+        prov = provenance(model)
         out.append(
             ModelFilms(
                 label=label,
@@ -241,7 +244,8 @@ def explain_prepared(
                 methods=methods,
                 threshold=resolve_threshold(model, threshold)[0],
                 probabilities_raw=np.asarray(raw, dtype=np.float64).reshape(-1),
-                provenance=provenance(model).short,
+                provenance=prov.short,
+                provenance_name=prov.name,
             )
         )
     return out

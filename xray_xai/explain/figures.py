@@ -26,23 +26,25 @@ def title(method: str, model: str, prob: float, target: str = "abnormal") -> str
     return f"{method} - {model} - p(abnormal) = {prob:.3f}{evidence}"
 
 
-def write_overlay(path: Path, film: np.ndarray, exp: Explanation, j: int, footer: str = "") -> Path:
+def write_overlay(path: Path, film: np.ndarray, exp: Explanation, j: int, footer: str = "", model: str = "") -> Path:
     """Film and film + map of image ``j``, with the method, model and probability in the title and the model's
-    provenance (``footer``) under it; superpixel methods also outline the kept superpixels."""
+    provenance (``footer``) under it; superpixel methods also outline the kept superpixels. ``model``: the name in
+    the title, the one the footer gives (a shipped model's own name, ``fracatlas-lite0``, not its architecture's);
+    default the explanation's."""
     kept = exp.extras.get("kept_superpixels")
     seg = exp.extras.get("superpixels")
     return render_overlay(
         film,
         exp.maps[j],
         path,
-        title=title(exp.method, exp.model, float(exp.probabilities[j]), exp.target),
+        title=title(exp.method, model or exp.model, float(exp.probabilities[j]), exp.target),
         kept=kept[j] if isinstance(kept, np.ndarray) else None,
         labels=seg[j] if isinstance(seg, np.ndarray) else None,
         footer=footer,
     )
 
 
-def write_members(path: Path, film: np.ndarray, exp: Explanation, j: int, footer: str = "") -> Path:
+def write_members(path: Path, film: np.ndarray, exp: Explanation, j: int, footer: str = "", model: str = "") -> Path:
     """The fused map, each member's map and the disagreement map (std across members) of an ensemble, one row."""
     names = list(exp.extras.get("member_names", []))
     maps = exp.extras["member_maps"][:, j]
@@ -52,7 +54,7 @@ def write_members(path: Path, film: np.ndarray, exp: Explanation, j: int, footer
     panels += [Panel(film, m, caption=f"{n} p={p:.3f}") for n, m, p in zip(names, maps, probs, strict=True)]
     peak = float(dis.max())
     panels.append(Panel(film, dis / peak if peak > 0 else dis, caption=f"disagreement (std, max {peak:.2f})"))
-    head = title(exp.method, exp.model, float(exp.probabilities[j]), exp.target)
+    head = title(exp.method, model or exp.model, float(exp.probabilities[j]), exp.target)
     return render_grid([panels], path, title=head, footer=footer)
 
 

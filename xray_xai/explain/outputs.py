@@ -77,25 +77,26 @@ class Outputs:
         j: int,
         item: dict[str, Any],
         footer: str = "",
+        model: str = "",
     ) -> dict[str, str]:
         """The overlay, raw map, member maps and metadata of image ``j`` of the batch; the files by kind. ``footer``:
-        the model's provenance, under each figure."""
+        the model's provenance, under each figure; ``model``: its name in the figures' titles (the provenance's)."""
         paths = self.paths(stem, label, method)
         files: dict[str, str] = {}
         if "png" in paths:
-            files["png"] = str(figures.write_overlay(paths["png"], film, exp, j, footer))
+            files["png"] = str(figures.write_overlay(paths["png"], film, exp, j, footer, model))
         if "npy" in paths:
             save_npy(paths["npy"], exp.raw[j])
             files["npy"] = str(paths["npy"])
         if self.per_member and "member_maps" in exp.extras:
-            files.update(self._write_members(paths, film, exp, j, footer))
+            files.update(self._write_members(paths, film, exp, j, footer, model))
         if "json" in paths:
             atomic_write_json(paths["json"], {**item, "files": files})
             files["json"] = str(paths["json"])
         return files
 
     def _write_members(
-        self, paths: dict[str, Path], film: np.ndarray, exp: Explanation, j: int, footer: str = ""
+        self, paths: dict[str, Path], film: np.ndarray, exp: Explanation, j: int, footer: str = "", model: str = ""
     ) -> dict[str, str]:
         """One map per ensemble member and the disagreement map (std across members), beside the fused one."""
         any_path = next(iter(paths.values()))
@@ -112,7 +113,8 @@ class Outputs:
             save_npy(p, exp.extras["disagreement"][j])
             files["disagreement"] = str(p)
         if "png" in paths:
-            files["members_png"] = str(figures.write_members(folder / f"{stem}.members.png", film, exp, j, footer))
+            png = folder / f"{stem}.members.png"
+            files["members_png"] = str(figures.write_members(png, film, exp, j, footer, model))
         return files
 
     def write_image_figures(self, rec: Record, stem: str, runs: Sequence[ModelFilms], j: int) -> list[str]:

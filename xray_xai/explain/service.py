@@ -285,7 +285,7 @@ def _explain_batch(job: _Job, batch: Sequence[int]) -> None:
                 else:
                     item["provenance"] = run.provenance
                     item["files"] = job.outputs.write_item(
-                        stem, run.label, method, run.films[j], exp, j, item, run.provenance
+                        stem, run.label, method, run.films[j], exp, j, item, run.provenance, run.provenance_name
                     )
                 job.result.items.append(item)
         if job.outputs is not None:

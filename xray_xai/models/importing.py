@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from xray_xai._util.fsutil import sha256_file
 from xray_xai.errors import CheckpointError, PluginError
+from xray_xai.models.statefit import state_fit
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -173,30 +174,14 @@ def strip_prefixes(state: Mapping[str, Any], wanted: Sequence[str]) -> tuple[dic
 
 
 def _check_fit(path: Path, arch: str, have: Mapping[str, Any], want: Mapping[str, Any], prefix: str) -> None:
-    missing = [k for k in want if k not in have and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in have if k not in want]
-    shapes = [
-        {"key": k, "file": list(have[k].shape), "model": list(want[k].shape)}
-        for k in want
-        if k in have and tuple(have[k].shape) != tuple(want[k].shape)
-    ]
-    if not (missing or unexpected or shapes):
+    fit = state_fit(have, want, may_miss=lambda k: k.endswith("num_batches_tracked"))
+    if fit.ok:
         return
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-    if shapes:
-        s = shapes[0]
-        parts.append(
-            f"{len(shapes)} of other shape (e.g. {s['key']}: file {tuple(s['file'])}, model {tuple(s['model'])})"
-        )
     stripped = f" after stripping {prefix!r}" if prefix else ""
     raise ImportMismatchError(
         path,
-        f"weights do not fit {arch}{stripped}: {'; '.join(parts)} (--json lists them all)",
-        {"missing": missing, "unexpected": unexpected, "shape_mismatch": shapes, "prefix_stripped": prefix},
+        f"weights do not fit {arch}{stripped}: {fit.summary()} (--json lists them all)",
+        {**fit.to_dict(), "prefix_stripped": prefix},
     )
 
 

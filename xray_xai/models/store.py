@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from xray_xai._util.fsutil import make_shareable, sha256_file
 from xray_xai.errors import CheckpointError, UnknownPluginError
+from xray_xai.models.statefit import state_fit
 from xray_xai.sdk.fingerprint import hash_state, weights_fingerprint
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -288,20 +289,9 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _check_fit(path: Path, name: str, have: dict[str, torch.Tensor], want: dict[str, Any]) -> None:
-    missing = [k for k in want if k not in have]
-    unexpected = [k for k in have if k not in want]
-    shapes = [k for k in want if k in have and tuple(have[k].shape) != tuple(want[k].shape)]
-    if not (missing or unexpected or shapes):
-        return
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-    if shapes:
-        k = shapes[0]
-        parts.append(f"{len(shapes)} of other shape (e.g. {k}: {tuple(have[k].shape)} vs {tuple(want[k].shape)})")
-    raise CheckpointError(path, f"weights do not fit model {name!r} (another architecture?): {'; '.join(parts)}")
+    fit = state_fit(have, want)
+    if not fit.ok:
+        raise CheckpointError(path, f"weights do not fit model {name!r} (another architecture?): {fit.summary()}")
 
 
 def load_model(name_or_path: str | Path, *, device: str = "cpu") -> Model:
