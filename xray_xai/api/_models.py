@@ -105,6 +105,14 @@ def train(
     )  # fmt: skip
 
 
+def launch_train(nproc: int, args: Sequence[str]) -> int:
+    """Run ``xray-xai train ARGS`` (``--nproc`` dropped) in ``nproc`` processes on this machine with torchrun;
+    their exit status. See :mod:`xray_xai.models.distributed`."""
+    from xray_xai.models.distributed import launch
+
+    return launch(nproc, args)
+
+
 def epoch_line(row: Mapping[str, Any]) -> str:
     """One epoch's history row as the training log prints it (``epoch=3  train_loss=0.412 ... lr=5.00e-04``)."""
     from xray_xai.models.runs import epoch_line as _line

@@ -4,6 +4,11 @@ behind the API, so scripts get the same)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +26,22 @@ from xray_xai.cli._common import (
     print_table,
 )
 from xray_xai.cli.calibrate import parse_levels, print_calibration
+from xray_xai.errors import XrayXaiError
 
 
 def _fmt(v: Any) -> str:
     return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
 
-@click.command()
+class _KeepsArgs(click.Command):
+    """A command that keeps its raw arguments (``train --nproc N`` hands them on to each process it starts)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["raw_args"] = list(args)
+        return super().parse_args(ctx, args)
+
+
+@click.command(cls=_KeepsArgs)
 @click.option("--model", "model_name", required=True, help="Model plugin name (see `xray-xai plugins --kind model`).")
 @click.option("--data", "data_root", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--dataset", help="Dataset plugin: mura, fracatlas, synthetic, folder... (default: detected).")
@@ -117,6 +131,12 @@ def _fmt(v: Any) -> str:
     help="Share of the abnormal training films whose boxes are used (a seeded draw).",
 )  # fmt: skip
 @click.option("--guide-layer", help="Module whose CAM is guided (default: the model's target layer).")
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    help="Train data-parallel in N processes on this machine (torchrun; CPU: gloo, --device cuda: one GPU each). "
+    "--batch-size stays the global batch (each process takes batch/N).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @handle_errors
 def train(
@@ -154,6 +174,7 @@ def train(
     guide_weight: float,
     guide_fraction: float,
     guide_layer: str | None,
+    nproc: int | None,
     as_json: bool,
 ) -> None:
     """Train a model on the train split, validate on val, keep the best epoch in the model store.
@@ -164,6 +185,10 @@ def train(
     and a resumable last.pt. Ensembles need --members, except ensemble200 (DenseNet-201 + MobileNet-V1 +
     NASNet-Mobile), which trains its three members with this recipe.
 
+    --nproc N (or `torchrun --nproc_per_node N -m xray_xai train ...`) runs the same recipe in N processes with
+    DistributedDataParallel: the same global batches of --batch-size films, gradients averaged over the processes,
+    validation on the whole split by rank 0, which alone writes the run folder and the store entry.
+
     \b
     Example:
       xray-xai synth phantoms --n-studies 60 --seed 0
@@ -172,24 +197,30 @@ def train(
       xray-xai train --model ensemble200 --data phantoms --epochs 1 --image-size 64
       xray-xai train --model efficientnet-lite0 --data fracatlas --optimizer adamw \\
         --schedule cosine --monitor auroc --augment light --loss weighted-bce --epochs 6
+      xray-xai train --model cnn-small --data phantoms --image-size 64 --batch-size 16 --nproc 2
     """
+    _launch_if_asked(nproc, batch_size)
 
     # the run folder first, then each epoch's line as it ends; click.echo flushes, so `train ... > train.log` shows
     # them as they come. Human output goes to stdout; with --json they go to stderr (stdout stays one JSON value).
     def say(line: str) -> None:
         click.echo(line, err=as_json)
 
-    result = api.train(
-        model_name, data_root, dataset=dataset, epochs=epochs, batch_size=batch_size, image_size=image_size,
-        letterbox=letterbox, lr=lr, optimizer=optimizer, weight_decay=weight_decay, schedule=schedule,
-        monitor=monitor, loss=loss, early_stop=early_stop, seed=seed, device=device, resume=resume,
-        augment="none" if no_augment else augment, out_dir=out_dir, pretrained=pretrained, max_images=max_images,
-        progress=not as_json, channels_last=channels_last, amp=amp, strict=strict, guide=guide,
-        guide_loss=guide_loss, guide_weight=guide_weight, guide_fraction=guide_fraction, guide_layer=guide_layer,
-        on_epoch=lambda row: say(api.epoch_line(row)),
-        on_run_dir=lambda folder: say(f"run folder: {folder}"),
-        **_head_options(hidden, dropout, init, members),
-    )  # fmt: skip
+    with _rank_zero_reports_first():
+        result = api.train(
+            model_name, data_root, dataset=dataset, epochs=epochs, batch_size=batch_size, image_size=image_size,
+            letterbox=letterbox, lr=lr, optimizer=optimizer, weight_decay=weight_decay, schedule=schedule,
+            monitor=monitor, loss=loss, early_stop=early_stop, seed=seed, device=device, resume=resume,
+            augment="none" if no_augment else augment, out_dir=out_dir, pretrained=pretrained,
+            max_images=max_images, progress=not as_json, channels_last=channels_last, amp=amp, strict=strict,
+            guide=guide, guide_loss=guide_loss, guide_weight=guide_weight, guide_fraction=guide_fraction,
+            guide_layer=guide_layer,
+            on_epoch=lambda row: say(api.epoch_line(row)),
+            on_run_dir=lambda folder: say(f"run folder: {folder}"),
+            **_head_options(hidden, dropout, init, members),
+        )  # fmt: skip
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone reports
+        return
     if as_json:
         echo_json(result.to_dict())
         return
@@ -201,6 +232,37 @@ def train(
     # an ensemble has no epoch of its own (its members were trained before): its row 0 is the check on val
     kept = f"best epoch {result.best_epoch}" if result.best_epoch else "ensemble of trained members (no epochs)"
     click.echo(f"{kept}: saved {result.checkpoint}")
+
+
+def _launch_if_asked(nproc: int | None, batch_size: int) -> None:
+    """``--nproc N`` outside torchrun: start N processes of this command (without ``--nproc``) and exit with their
+    status; under torchrun: check that it started N."""
+    if nproc is None:
+        return
+    if "WORLD_SIZE" in os.environ:
+        world = int(os.environ["WORLD_SIZE"])
+        if nproc != world:
+            raise click.BadParameter(f"{nproc} given, but torchrun started {world} processes", param_hint="'--nproc'")
+        return
+    if nproc == 1:
+        return
+    if batch_size % nproc:
+        raise click.BadParameter(
+            f"{batch_size} is the global batch; it must be divisible by --nproc {nproc}", param_hint="'--batch-size'"
+        )
+    sys.exit(api.launch_train(nproc, click.get_current_context().meta["raw_args"]))
+
+
+@contextlib.contextmanager
+def _rank_zero_reports_first() -> Iterator[None]:
+    """Under torchrun, a rank other than 0 that meets an error gives rank 0 a few seconds to report it first: an
+    error every rank meets (a refused --resume...) is then one line, rank 0's, and torchrun stops the others."""
+    try:
+        yield
+    except XrayXaiError:
+        if os.environ.get("RANK", "0") != "0":
+            time.sleep(5)
+        raise
 
 
 def _head_options(hidden: str | None, dropout: float | None, init: str | None, members: str | None) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Any
 from xray_xai._util.fsutil import atomic_write_json, write_skipped_csv
 from xray_xai.errors import PluginError
 from xray_xai.models.config import WARMUP_EPOCHS, TrainConfig
+from xray_xai.models.distributed import Ranks, check_world, on_main
 from xray_xai.models.runs import EpochCallback, SaveTarget, TrainResult, load_last, save_last, write_history
 from xray_xai.sdk.interfaces import Problem, Record
 
@@ -57,6 +58,7 @@ class _Parts:
     guide: Any = None  #: the box-guidance term (xray_xai.models.guidance.Guide), None for a labels-only run
     n_guided: int = 0
     guide_mean: float | None = None  #: the last training pass's mean guidance term (part of its train_loss)
+    ranks: Ranks | None = None  #: set under torchrun (:meth:`Ranks.adapt`): this rank's share of the work
 
 
 @dataclass
@@ -250,10 +252,11 @@ def _resume(model: Any, parts: _Parts, spec: RunSpec) -> _State:
         )
     if state is None:
         return _State()
+    check_world(state, parts.ranks, spec.run_dir / "last.pt")
     model.load_state_dict(state["model"])
     parts.opt.load_state_dict(state["optimizer"])
     parts.sched.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng_torch"])
+    torch.set_rng_state(state["rng_torch"] if parts.ranks is None else parts.ranks.own_rng(state))
     parts.gen.set_state(state["rng_loader"])
     best = dict(state["best"])
     if "score" not in best:  # a run saved before ``monitor`` existed kept the accuracy
@@ -320,8 +323,10 @@ def _train_pass(
             x = parts.guide.prepare(x)
         with _autocast(dev, amp):
             logits = model(x)
-        batch_loss = (F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none") * w).mean()
+        per = F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none") * w
+        batch_loss = per.mean() if parts.ranks is None else parts.ranks.batch_loss(per, idx)
         if parts.guide is not None:
+            # the guidance term: a mean over this rank's guided films (DDP averages it over the ranks)
             term = parts.guide.term(logits.float(), masks, x)
             guide_sum += term.detach() * x.shape[0]
             batch_loss = batch_loss + term
@@ -333,6 +338,8 @@ def _train_pass(
         loss_sum += batch_loss.detach() * x.shape[0]
         n_seen += x.shape[0]
     parts.guide_mean = float(guide_sum.item()) / max(n_seen, 1) if parts.guide is not None else None
+    if parts.ranks is not None:  # the mean over every rank's films
+        return parts.ranks.epoch_loss()
     return float(loss_sum.item()) / max(n_seen, 1), n_seen
 
 
@@ -363,9 +370,11 @@ def _epoch(
 ) -> tuple[dict[str, Any], dict[str, Any], float]:
     """Train and validate once; the history row, the metrics and the validation loss."""
     t0 = time.perf_counter()
-    train_loss, n_seen = _train_pass(model, parts, cfg, dev, amp, epoch, progress)
+    net = model if parts.ranks is None else parts.ranks.net  # under torchrun: the DDP wrapper
+    train_loss, n_seen = _train_pass(net, parts, cfg, dev, amp, epoch, progress)
     train_seconds = time.perf_counter() - t0
-    val_loss, m, study_kappa = _validate(model, parts, spec, cfg, dev, amp)
+    # under torchrun rank 0 validates on the whole split and hands the result on (the others wait)
+    val_loss, m, study_kappa = on_main(parts.ranks, _validate, model, parts, spec, cfg, dev, amp)
     if cfg.schedule == "plateau":
         parts.sched.step(val_loss)
     seconds = time.perf_counter() - t0
@@ -398,9 +407,13 @@ def _keep_best(model: Any, st: _State, row: dict[str, Any], score: float, val_lo
 
 
 def _checkpoint_epoch(model: Any, parts: _Parts, spec: RunSpec, st: _State, epoch: int) -> None:
-    """``history.csv``, ``curves.png`` and the resumable ``last.pt`` of the epoch just finished."""
+    """``history.csv``, ``curves.png`` and the resumable ``last.pt`` of the epoch just finished (under torchrun:
+    written by rank 0, with every rank's random state)."""
     import torch
 
+    extra = {"world_size": 1} if parts.ranks is None else parts.ranks.checkpoint_extra()
+    if parts.ranks is not None and not parts.ranks.is_main:
+        return
     write_history(spec.run_dir, st.history)
     save_last(
         spec.run_dir,
@@ -416,6 +429,7 @@ def _checkpoint_epoch(model: Any, parts: _Parts, spec: RunSpec, st: _State, epoc
             "since_best": st.since_best,
             "epoch": epoch,
             "split_fingerprint": spec.fingerprint,
+            **extra,
         },
         {"model": spec.name, "epoch": epoch, "best_epoch": st.best["epoch"], "split_fingerprint": spec.fingerprint},
     )
@@ -432,7 +446,8 @@ def _finish(
 
     skipped = list(getattr(parts.train_ds, "skipped", [])) + list(getattr(parts.val_ds, "skipped", []))
     warned = list(getattr(parts.train_ds, "warnings", [])) + list(getattr(parts.val_ds, "warnings", []))
-    write_skipped_csv(spec.run_dir / "skipped.csv", skipped, warnings=warned)
+    if parts.ranks is not None:  # each rank read its own share of the training films
+        skipped, warned = parts.ranks.gather_problems(skipped, warned)
     if parts.guide is not None:
         parts.guide.close()
     if st.best_state:
@@ -455,9 +470,14 @@ def _finish(
     }
     if parts.guide is not None:
         metadata["guided_films"] = parts.n_guided
-    checkpoint = save_to_store(model, metadata, save) if save else spec.run_dir
-    atomic_write_json(spec.run_dir / "result.json", {"checkpoint": str(checkpoint), **metadata})
-    return checkpoint, skipped, warned
+
+    def write() -> Path:
+        write_skipped_csv(spec.run_dir / "skipped.csv", skipped, warnings=warned)
+        checkpoint = save_to_store(model, metadata, save) if save else spec.run_dir
+        atomic_write_json(spec.run_dir / "result.json", {"checkpoint": str(checkpoint), **metadata})
+        return checkpoint
+
+    return on_main(parts.ranks, write), skipped, warned  # under torchrun: one store entry, by rank 0
 
 
 def train_torch(
@@ -471,12 +491,16 @@ def train_torch(
     save: SaveTarget = True,
     init_from: str | None = None,
     on_epoch: EpochCallback | None = None,
+    ranks: Ranks | None = None,
 ) -> TrainResult:
-    """Train a torch model epoch by epoch, keep the best epoch, store it; ``on_epoch`` gets each history row."""
+    """Train a torch model epoch by epoch, keep the best epoch, store it; ``on_epoch`` gets each history row;
+    ``ranks`` (under torchrun) makes this process one of several training it together (:mod:`.distributed`)."""
     amp = cfg.amp and dev.type == "cuda"
     parts = _build_parts(model, spec, cfg, dev)
+    if ranks is not None:
+        ranks.adapt(model, parts, cfg.seed)
     st = _resume(model, parts, spec) if resume else _State()
-    hyper = _hyperparameters(cfg, amp, init_from)
+    hyper = {**_hyperparameters(cfg, amp, init_from), "world_size": 1 if ranks is None else ranks.world}
     stopped_early = st.since_best >= cfg.early_stop and st.start_epoch > 1
     for epoch in range(st.start_epoch, cfg.epochs + 1):
         if stopped_early:

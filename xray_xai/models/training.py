@@ -46,6 +46,7 @@ from xray_xai.models.config import (
     WARMUP_EPOCHS,
     TrainConfig,
 )
+from xray_xai.models.distributed import Ranks, join, on_main
 from xray_xai.models.ensemble_training import ENSEMBLES, train_ensemble
 from xray_xai.models.epochs import RunSpec, train_torch
 from xray_xai.models.guidance import GUIDE_LOSSES, GUIDE_SOURCES
@@ -171,9 +172,10 @@ def _prepare(
     init_from: Any,
     out_dir: str | Path | None,
     resume: bool,
+    ranks: Ranks | None = None,
 ) -> tuple[Model, RunSpec]:
     """The splits, the model (fresh, or from ``init_from``; letterboxed if asked) and the run folder (a new one
-    unless ``resume``: :func:`~xray_xai.models.runs.open_run_dir`)."""
+    unless ``resume``: :func:`~xray_xai.models.runs.open_run_dir`; under torchrun rank 0's, shared by all)."""
     ds_name, train_recs, val_recs = open_splits(
         data_root, dataset, cfg.regions, cfg.max_images, cfg.seed, dataset_options
     )
@@ -185,7 +187,7 @@ def _prepare(
         pre = model.preprocessing
         model.preprocessing = replace(pre, name=f"letterbox-{pre.input_size}", mode="letterbox", crop=None)
     name = getattr(model, "name", model_name) or model_name
-    run_dir = open_run_dir(name, fingerprint, cfg.seed, out_dir, resume)
+    run_dir = on_main(ranks, open_run_dir, name, fingerprint, cfg.seed, out_dir, resume)
     return model, RunSpec(name, ds_name, train_recs, val_recs, fingerprint, run_dir)
 
 
@@ -221,8 +223,41 @@ def train(
     epochs (``lbp-logreg``: ``fit``) are dispatched to their own procedure. The test split is never read.
     ``letterbox`` fits each film into the input square with its aspect ratio kept (black bars) instead of the
     model's resize or crop; the sidecar records it, so explanations and evaluation use the same geometry.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) each process trains its share of every global batch of ``batch_size``
+    films (:mod:`.distributed`); rank 0 alone reports (``progress``, ``on_epoch``, ``on_run_dir``) and writes.
     """
     cfg = TrainConfig.from_options(config, **options)
+    ranks = join(cfg.batch_size, cfg.device)
+    try:
+        if ranks is not None and (model_name in ENSEMBLES and init_from is None):
+            raise PluginError(f"{model_name!r} trains its members one by one; run it in one process")
+        if ranks is not None and not ranks.is_main:
+            progress, on_epoch, on_run_dir = False, None, None
+        return _train(
+            model_name, data_root, cfg, dataset, dataset_options, init_from, out_dir, resume, save, progress,
+            on_epoch, on_run_dir, ranks,
+        )  # fmt: skip
+    finally:
+        if ranks is not None:
+            ranks.close()
+
+
+def _train(
+    model_name: str,
+    data_root: str | Path,
+    cfg: TrainConfig,
+    dataset: str | None,
+    dataset_options: dict[str, Any] | None,
+    init_from: str | Path | Model | None,
+    out_dir: str | Path | None,
+    resume: bool,
+    save: SaveTarget,
+    progress: bool,
+    on_epoch: EpochCallback | None,
+    on_run_dir: Callable[[Path], None] | None,
+    ranks: Ranks | None,
+) -> TrainResult:
     if model_name in ENSEMBLES and init_from is None:
         return train_ensemble(
             model_name, data_root, cfg, dataset=dataset, dataset_options=dataset_options, out_dir=out_dir, save=save,
@@ -230,17 +265,19 @@ def train(
         )  # fmt: skip
     import torch
 
-    dev = torch.device(cfg.device)
+    dev = torch.device(cfg.device) if ranks is None else ranks.device
     with _seeded(cfg.seed, dev):
-        model, spec = _prepare(model_name, data_root, cfg, dataset, dataset_options, init_from, out_dir, resume)
+        model, spec = _prepare(model_name, data_root, cfg, dataset, dataset_options, init_from, out_dir, resume, ranks)
         if on_run_dir is not None:
             on_run_dir(spec.run_dir)
         if not isinstance(model, torch.nn.Module):
+            if ranks is not None:
+                raise PluginError(f"model {spec.name!r} has no epochs to share; train it in one process")
             return _train_fit(model, spec, cfg, save, on_epoch)
         with _deterministic():
             return train_torch(
                 model, spec, cfg, dev=dev, resume=resume, progress=progress, save=save, on_epoch=on_epoch,
-                init_from=str(init_from) if isinstance(init_from, (str, Path)) else None,
+                init_from=str(init_from) if isinstance(init_from, (str, Path)) else None, ranks=ranks,
             )  # fmt: skip
 
 
