@@ -52,6 +52,7 @@ def train(
     regions: Sequence[str] | None = None,
     pretrained: bool | None = None,
     strict: bool | None = None,
+    film_cache: str | Path | None = None,
     hidden: Sequence[int] | None = None,
     dropout: float | None = None,
     init: str | None = None,
@@ -72,7 +73,9 @@ def train(
     go to the model's constructor. ``on_epoch`` is called with each epoch's history row as it is saved,
     ``on_run_dir`` with the run's folder before the first epoch: a new folder per call unless ``resume`` (an
     ``out_dir`` that holds an earlier run is refused). ``save``: True the model store, a folder that folder, False
-    nowhere.
+    nowhere. ``film_cache``: "off" (default), "auto" or a folder: read films prepared as 8-bit levels
+    (:func:`prepare_films`), those missing prepared before the first epoch; the run then differs slightly from one
+    that decodes (the rounding is at most half a grey level).
     """
     from xray_xai.models.training import train as _train
 
@@ -82,7 +85,7 @@ def train(
         "plateau_patience": plateau_patience, "monitor": monitor, "loss": loss, "early_stop": early_stop,
         "augment": augment, "seed": seed, "device": device, "amp": amp, "channels_last": channels_last,
         "num_workers": num_workers, "max_images": max_images, "regions": regions, "pretrained": pretrained,
-        "strict": strict,
+        "strict": strict, "film_cache": None if film_cache is None else str(film_cache),
     }  # fmt: skip
     if device is not None:
         recipe["device"] = resolve_device(device)
@@ -128,6 +131,7 @@ def evaluate(
     adaptive_bins: bool = False,
     specificities: Sequence[float] = DEFAULT_LEVELS,
     sensitivities: Sequence[float] = DEFAULT_LEVELS,
+    film_cache: str | Path | None = None,
 ) -> dict[str, Any]:
     """Image- and study-level metrics with bootstrap intervals, overall and per region (``xray-xai evaluate``);
     ``strict`` skips films whose stream ends early however little is missing (else kept, listed as warnings).
@@ -136,7 +140,8 @@ def evaluate(
     threshold ``threshold`` or the recorded operating point (else 0.5); ``calibration`` reports Brier, ECE/MCE
     (``calibration_bins``; ``adaptive_bins`` for equal-mass bins), slope/intercept, sensitivity at
     ``specificities`` and specificity at ``sensitivities``, before and after calibration; ``operating_points`` the
-    metrics at each recorded threshold. See :func:`xray_xai.models.evaluation.evaluate`."""
+    metrics at each recorded threshold. ``film_cache`` as :func:`train`'s. See
+    :func:`xray_xai.models.evaluation.evaluate`."""
     from xray_xai.models.evaluation import evaluate as _evaluate
 
     return _evaluate(
@@ -145,7 +150,7 @@ def evaluate(
         tta=tta,
         out_dir=out_dir, progress=progress, strict=strict, threshold=threshold, uncalibrated=uncalibrated,
         study_aggregation=study_aggregation, calibration_bins=calibration_bins, adaptive_bins=adaptive_bins,
-        specificities=specificities, sensitivities=sensitivities,
+        specificities=specificities, sensitivities=sensitivities, film_cache=film_cache,
     )  # fmt: skip
 
 

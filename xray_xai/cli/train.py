@@ -11,6 +11,7 @@ import click
 
 from xray_xai import api
 from xray_xai.cli._common import (
+    CACHE_HELP,
     MODEL_HELP,
     STRICT_HELP,
     announce_models,
@@ -100,6 +101,7 @@ def _fmt(v: Any) -> str:
     help="Run folder (default: a new one under $XRAY_XAI_HOME/runs); one holding a run needs --resume.",
 )
 @click.option("--strict", is_flag=True, help=STRICT_HELP)
+@click.option("--cache", "film_cache", default="off", show_default=True, metavar="off|auto|DIR", help=CACHE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @handle_errors
 def train(
@@ -132,6 +134,7 @@ def train(
     channels_last: bool,
     out_dir: Path | None,
     strict: bool,
+    film_cache: str,
     as_json: bool,
 ) -> None:
     """Train a model on the train split, validate on val, keep the best epoch in the model store.
@@ -149,7 +152,7 @@ def train(
       xray-xai train --model ensemble-mean --members cnn-small,convnet --data phantoms
       xray-xai train --model ensemble200 --data phantoms --epochs 1 --image-size 64
       xray-xai train --model efficientnet-lite0 --data fracatlas --optimizer adamw \\
-        --schedule cosine --monitor auroc --augment light --loss weighted-bce --epochs 6
+        --schedule cosine --monitor auroc --augment light --loss weighted-bce --epochs 6 --cache auto
     """
 
     # the run folder first, then each epoch's line as it ends; click.echo flushes, so `train ... > train.log` shows
@@ -162,7 +165,7 @@ def train(
         letterbox=letterbox, lr=lr, optimizer=optimizer, weight_decay=weight_decay, schedule=schedule,
         monitor=monitor, loss=loss, early_stop=early_stop, seed=seed, device=device, resume=resume,
         augment="none" if no_augment else augment, out_dir=out_dir, pretrained=pretrained, max_images=max_images,
-        progress=not as_json, channels_last=channels_last, amp=amp, strict=strict,
+        progress=not as_json, channels_last=channels_last, amp=amp, strict=strict, film_cache=film_cache,
         on_epoch=lambda row: say(api.epoch_line(row)),
         on_run_dir=lambda folder: say(f"run folder: {folder}"),
         **_head_options(hidden, dropout, init, members),
@@ -237,6 +240,7 @@ def _head_options(hidden: str | None, dropout: float | None, init: str | None, m
 @click.option("--adaptive-bins", is_flag=True, help="Equal-mass calibration bins (default: equal-width).")
 @click.option("--specificities", callback=parse_levels, help="Report sensitivity at these (default 0.90,0.95).")
 @click.option("--sensitivities", callback=parse_levels, help="Report specificity at these (default 0.90,0.95).")
+@click.option("--cache", "film_cache", default="off", show_default=True, metavar="off|auto|DIR", help=CACHE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @handle_errors
 def evaluate(
@@ -260,6 +264,7 @@ def evaluate(
     adaptive_bins: bool,
     specificities: tuple[float, ...] | None,
     sensitivities: tuple[float, ...] | None,
+    film_cache: str,
     as_json: bool,
 ) -> None:
     """Image- and study-level metrics (AUROC, accuracy, precision, recall, specificity, F1, kappa) with 95% CIs,
@@ -302,6 +307,7 @@ def evaluate(
         adaptive_bins=adaptive_bins,
         specificities=specificities or api.DEFAULT_LEVELS,
         sensitivities=sensitivities or api.DEFAULT_LEVELS,
+        film_cache=film_cache,
     )
     if as_json:
         echo_json(result)

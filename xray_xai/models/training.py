@@ -48,6 +48,7 @@ from xray_xai.models.config import (
 )
 from xray_xai.models.ensemble_training import ENSEMBLES, train_ensemble
 from xray_xai.models.epochs import RunSpec, train_torch
+from xray_xai.models.films import prepared_films
 from xray_xai.models.runs import (
     HISTORY_FIELDS,
     EpochCallback,
@@ -234,6 +235,13 @@ def train(
             on_run_dir(spec.run_dir)
         if not isinstance(model, torch.nn.Module):
             return _train_fit(model, spec, cfg, save, on_epoch)
+        spec.films = prepared_films(  # draws no random number: the run's draws stay as they were
+            cfg.film_cache,
+            spec.train_recs + spec.val_recs,
+            model.preprocessing,
+            workers=cfg.num_workers,
+            progress=progress,
+        )
         with _deterministic():
             return train_torch(
                 model, spec, cfg, dev=dev, resume=resume, progress=progress, save=save, on_epoch=on_epoch,
