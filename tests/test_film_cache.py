@@ -248,9 +248,24 @@ def test_evaluate_reads_prepared_films_and_says_so(tmp_path: Path, tiny_checkpoi
 
     root = make_tiny_mura(tmp_path / "m", n_patients=3)
     off = api.evaluate(tiny_checkpoint, root, dataset="mura", bootstrap=0)
+    (tmp_path / "c").mkdir()  # a folder of one's own must exist (prepare --out makes it)
     on = api.evaluate(tiny_checkpoint, root, dataset="mura", bootstrap=0, film_cache=tmp_path / "c")
     assert "films" not in off and on["films"] == "prepared, 8-bit" and on["n_images"] == off["n_images"]
     test_films = api.open_dataset(root, "mura").records("test")
     cache = api.open_films(tiny_checkpoint, out=tmp_path / "c")
     assert cache.key == film_cache.cache_key(api.load_model(tiny_checkpoint).preprocessing)
     assert None not in cache.locate_all(test_films)
+
+
+def test_a_cache_folder_that_is_not_there_or_not_a_folder_is_one_clear_error(tmp_path: Path) -> None:
+    from test_training import _train, make_tiny_mura
+
+    from xray_xai.errors import DataError
+
+    root = make_tiny_mura(tmp_path / "m", n_patients=3)
+    with pytest.raises(DataError, match="no such cache folder"):  # `--cache atuo` must not make a folder "atuo"
+        _train(root, tmp_path / "run", epochs=1, film_cache=str(tmp_path / "atuo"), save=False)
+    assert not (tmp_path / "atuo").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="not a folder"):
+        prepare(_films(tmp_path / "films", n=1), PRE, tmp_path / "file", progress=False)

@@ -37,9 +37,9 @@ STRICT_HELP = (
 
 #: ``--cache`` of the commands that read films for one model (train, evaluate).
 CACHE_HELP = (
-    "Prepared films (`xray-xai prepare`): auto: those under $XRAY_XAI_HOME/cache/films, or a cache folder; films not "
-    "prepared yet are prepared first. Films are then read as 8-bit levels (at most half a grey level from the "
-    "decoded film), so results differ slightly from off, which decodes every film."
+    "Prepared films (`xray-xai prepare`): auto: those under $XRAY_XAI_HOME/cache/films, or an existing cache folder; "
+    "films not prepared yet are prepared first. Films are then read as 8-bit levels (at most half a grey level from "
+    "the decoded film), so results differ slightly from off, which decodes every film."
 )
 
 F = TypeVar("F", bound=Callable[..., Any])

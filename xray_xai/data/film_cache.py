@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from xray_xai._util.fsutil import make_shareable, sha256_file, write_skipped_csv
-from xray_xai.errors import XrayXaiError
+from xray_xai.errors import DataError, XrayXaiError
 from xray_xai.sdk.interfaces import Preprocessing, Problem, Record
 
 __all__ = [
@@ -131,6 +131,8 @@ class FilmCache:
 
     def __init__(self, root: str | Path, pre: Preprocessing, *, verify: bool = False) -> None:
         self.root = Path(root).expanduser()
+        if self.root.exists() and not self.root.is_dir():
+            raise DataError(self.root, "is not a folder: a film cache is a folder")
         self.pre = pre
         self.key = cache_key(pre)
         self.folder = self.root / self.key
@@ -291,18 +293,17 @@ def _decode_one(path: str, pre_fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def _decoded(paths: list[str], pre: Preprocessing, workers: int) -> Iterable[dict[str, Any]]:
-    """The films of ``paths`` decoded in order, in this process or in ``workers`` spawned ones (spawned, not forked:
-    the caller may hold torch's thread pools, which do not survive a fork)."""
+    """The films of ``paths`` decoded in order, in this process or in ``workers`` others, started the platform's
+    default way, as DataLoader starts its workers (fork on Linux: no re-import of the caller's script; the children
+    only decode with PIL and numpy, never torch's thread pools)."""
     fields = asdict(pre)
     if workers <= 1 or len(paths) < 2:
         for p in paths:
             yield _decode_one(p, fields)
         return
-    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers) as pool:
         yield from pool.map(_decode_one, paths, [fields] * len(paths), chunksize=4)
 
 

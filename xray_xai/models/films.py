@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from xray_xai.errors import DataError
 from xray_xai.models.store import home
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,11 +31,13 @@ def prepared_films(
     progress: bool = False,
 ) -> FilmCache | None:
     """None for ``"off"`` (or None): every film is decoded, as always. ``"auto"``: the cache under :func:`films_dir`;
-    any other value: that cache folder. The films of ``records`` not yet in it are prepared now (a first epoch or a
-    first evaluation would decode them anyway); later epochs and runs read them back."""
+    any other value: that cache folder, which must exist. The films of ``records`` not yet in it are prepared now (a
+    first epoch or a first evaluation would decode them anyway); later epochs and runs read them back."""
     if setting is None or str(setting) == "off":
         return None
     from xray_xai.data.film_cache import prepare
 
-    root = films_dir() if str(setting) == "auto" else Path(setting)
+    root = films_dir() if str(setting) == "auto" else Path(setting).expanduser()
+    if str(setting) != "auto" and not root.is_dir():  # a typo of off/auto must not become a new cache folder
+        raise DataError(root, "no such cache folder; give off, auto, or a folder (`xray-xai prepare --out` makes one)")
     return prepare(records, pre, root, workers=workers, progress=progress).cache
