@@ -6,6 +6,7 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -166,3 +167,41 @@ def test_guide_without_ground_truth_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PluginError, match="no abnormal training film"):
         _guidance(_Tiny(), spec, TrainConfig(guide="boxes"))
     assert _guidance(_Tiny(), spec, TrainConfig()) == (None, None)
+
+
+def test_guided_prepared_film_still_gets_its_mask(tmp_path: Path) -> None:
+    from xray_xai.data.film_cache import prepare
+
+    pre = replace(preset("resize-224-imagenet", 32), mode="resize", crop=None)
+    rec = Record(_film(tmp_path), label=1, boxes=(Box(0, 0, 15, 40),))
+    cache = prepare([rec], pre, tmp_path / "films", progress=False).cache
+    decoded, _, _ = RecordDataset([rec], pre, guided=[0])[0]
+    prepared, _, _ = RecordDataset([rec], pre, guided=[0], films=cache)[0]
+    assert torch.equal(prepared[-1], decoded[-1]) and prepared[-1].sum() > 0
+
+
+def test_recipe_sets_the_options_and_the_command_line_overrides_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from xray_xai import api
+    from xray_xai.cli import main
+
+    seen: dict[str, Any] = {}
+
+    def fake_train(model: str, data_root: Path, config: Any = None, **kw: Any) -> Any:
+        seen.update(model=model, config=config, **kw)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(api, "train", fake_train)
+    data = tmp_path / "d"
+    data.mkdir()
+    CliRunner().invoke(main, ["train", "--recipe", "fracatlas-lite0-guided", "--data", str(data), "--epochs", "2"])
+    assert seen["model"] == "efficientnet-lite0" and seen["dataset"] == "fracatlas"
+    assert seen["config"].guide == "boxes" and seen["config"].batch_size == 32 and seen["config"].lr == 5e-4
+    assert seen["epochs"] == 2 and "batch_size" not in seen  # given: overrides; left at its default: the recipe's
+    result = CliRunner().invoke(main, ["train", "--recipe", "fracatlas-lite", "--data", str(data)])
+    assert result.exit_code != 0 and "did you mean fracatlas-lite0" in result.output
+    result = CliRunner().invoke(main, ["train", "--data", str(data)])
+    assert result.exit_code != 0 and "--model" in result.output

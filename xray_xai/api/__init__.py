@@ -45,6 +45,7 @@ from xray_xai.api._calibration import (
 )
 from xray_xai.api._data import data_summary, open_dataset, read_image_bytes, synth
 from xray_xai.api._explain import explain, explain_films, explainer_names
+from xray_xai.api._films import film_preprocessing, films_dir, open_films, prepare_films
 from xray_xai.api._import import IMPORT_OUTPUTS, import_model, preprocessing, wrap_model
 from xray_xai.api._leaderboard import leaderboard
 from xray_xai.api._models import (
@@ -57,6 +58,7 @@ from xray_xai.api._models import (
     models_dir,
     predict,
     predictions_csv,
+    recipe,
     resolve_model,
     resolve_specs,
     save_model,
@@ -101,6 +103,8 @@ __all__ = [
     "explain_films",
     "explainer_names",
     "extract_features",
+    "film_preprocessing",
+    "films_dir",
     "format_stat",
     "import_model",
     "launch_train",
@@ -112,15 +116,18 @@ __all__ = [
     "method_params",
     "models_dir",
     "open_dataset",
+    "open_films",
     "parse_params",
     "parse_rule",
     "predict",
     "predictions_csv",
+    "prepare_films",
     "prepare_process",
     "preprocessing",
     "provenance",
     "ray_unsupported",
     "read_image_bytes",
+    "recipe",
     "resolve_model",
     "resolve_specs",
     "resolve_threshold",

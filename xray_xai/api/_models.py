@@ -57,6 +57,7 @@ def train(
     guide_weight: float | None = None,
     guide_fraction: float | None = None,
     guide_layer: str | None = None,
+    film_cache: str | Path | None = None,
     hidden: Sequence[int] | None = None,
     dropout: float | None = None,
     init: str | None = None,
@@ -79,7 +80,9 @@ def train(
     ``out_dir`` that holds an earlier run is refused). ``save``: True the model store, a folder that folder, False
     nowhere. ``guide="boxes"`` adds the box-guidance term (:mod:`xray_xai.models.guidance`: ``guide_loss``
     ``point``/``outside``/``input-grad``, ``guide_weight``, ``guide_fraction`` of the abnormal films with ground
-    truth, ``guide_layer``: default the model's target layer).
+    truth, ``guide_layer``: default the model's target layer). ``film_cache``: "off" (default), "auto" or a
+    folder: read films prepared as 8-bit levels (:func:`prepare_films`), those missing prepared before the first
+    epoch; the run then differs slightly from one that decodes (the rounding is at most half a grey level).
     """
     from xray_xai.models.training import train as _train
 
@@ -91,6 +94,7 @@ def train(
         "num_workers": num_workers, "max_images": max_images, "regions": regions, "pretrained": pretrained,
         "strict": strict, "guide": guide, "guide_loss": guide_loss, "guide_weight": guide_weight,
         "guide_fraction": guide_fraction, "guide_layer": guide_layer,
+        "film_cache": None if film_cache is None else str(film_cache),
     }  # fmt: skip
     if device is not None:
         recipe["device"] = resolve_device(device)
@@ -111,6 +115,14 @@ def launch_train(nproc: int, args: Sequence[str]) -> int:
     from xray_xai.models.distributed import launch
 
     return launch(nproc, args)
+
+
+def recipe(name: str) -> Any:
+    """The named training recipe ``name`` (:class:`~xray_xai.models.recipes.Recipe`: ``model``, ``dataset``,
+    ``config()``); ``train(r.model, data, r.config(), dataset=r.dataset)`` runs it."""
+    from xray_xai.models.recipes import recipe as _recipe
+
+    return _recipe(name)
 
 
 def epoch_line(row: Mapping[str, Any]) -> str:
@@ -144,6 +156,7 @@ def evaluate(
     adaptive_bins: bool = False,
     specificities: Sequence[float] = DEFAULT_LEVELS,
     sensitivities: Sequence[float] = DEFAULT_LEVELS,
+    film_cache: str | Path | None = None,
 ) -> dict[str, Any]:
     """Image- and study-level metrics with bootstrap intervals, overall and per region (``xray-xai evaluate``);
     ``strict`` skips films whose stream ends early however little is missing (else kept, listed as warnings).
@@ -152,7 +165,8 @@ def evaluate(
     threshold ``threshold`` or the recorded operating point (else 0.5); ``calibration`` reports Brier, ECE/MCE
     (``calibration_bins``; ``adaptive_bins`` for equal-mass bins), slope/intercept, sensitivity at
     ``specificities`` and specificity at ``sensitivities``, before and after calibration; ``operating_points`` the
-    metrics at each recorded threshold. See :func:`xray_xai.models.evaluation.evaluate`."""
+    metrics at each recorded threshold. ``film_cache`` as :func:`train`'s. See
+    :func:`xray_xai.models.evaluation.evaluate`."""
     from xray_xai.models.evaluation import evaluate as _evaluate
 
     return _evaluate(
@@ -161,7 +175,7 @@ def evaluate(
         tta=tta,
         out_dir=out_dir, progress=progress, strict=strict, threshold=threshold, uncalibrated=uncalibrated,
         study_aggregation=study_aggregation, calibration_bins=calibration_bins, adaptive_bins=adaptive_bins,
-        specificities=specificities, sensitivities=sensitivities,
+        specificities=specificities, sensitivities=sensitivities, film_cache=film_cache,
     )  # fmt: skip
 
 

@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "plugins": "plugins:plugins",
     "synth": "data:synth",
     "data": "data:data",
+    "prepare": "prepare:prepare",
     "train": "train:train",
     "evaluate": "train:evaluate",
     "predict": "train:predict",

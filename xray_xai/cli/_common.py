@@ -13,6 +13,7 @@ from xray_xai import api
 from xray_xai.errors import XrayXaiError, one_line
 
 __all__ = [
+    "CACHE_HELP",
     "MODEL_HELP",
     "STRICT_HELP",
     "announce_models",
@@ -32,6 +33,13 @@ MODEL_HELP = "Shipped model (fracatlas-lite0), model name (newest trained in the
 STRICT_HELP = (
     "Skip films whose JPEG/PNG stream ends early even when little is missing (by default such a film is read, "
     "its missing rows black, and listed with the damage in warnings.csv)."
+)
+
+#: ``--cache`` of the commands that read films for one model (train, evaluate).
+CACHE_HELP = (
+    "Prepared films (`xray-xai prepare`): auto: those under $XRAY_XAI_HOME/cache/films, or an existing cache folder; "
+    "films not prepared yet are prepared first. Films are then read as 8-bit levels (at most half a grey level from "
+    "the decoded film), so results differ slightly from off, which decodes every film."
 )
 
 F = TypeVar("F", bound=Callable[..., Any])

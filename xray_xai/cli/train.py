@@ -16,6 +16,7 @@ import click
 
 from xray_xai import api
 from xray_xai.cli._common import (
+    CACHE_HELP,
     MODEL_HELP,
     STRICT_HELP,
     announce_models,
@@ -42,7 +43,12 @@ class _KeepsArgs(click.Command):
 
 
 @click.command(cls=_KeepsArgs)
-@click.option("--model", "model_name", required=True, help="Model plugin name (see `xray-xai plugins --kind model`).")
+@click.option("--model", "model_name", help="Model plugin name (see `xray-xai plugins --kind model`).")
+@click.option(
+    "--recipe", "recipe_name",
+    help="A named recipe (model, data set and options; see docs/localisation.md): fracatlas-lite0, "
+    "fracatlas-lite0-guided. Options given here override it.",
+)  # fmt: skip
 @click.option("--data", "data_root", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--dataset", help="Dataset plugin: mura, fracatlas, synthetic, folder... (default: detected).")
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
@@ -137,10 +143,12 @@ class _KeepsArgs(click.Command):
     help="Train data-parallel in N processes on this machine (torchrun; CPU: gloo, --device cuda: one GPU each). "
     "--batch-size stays the global batch (each process takes batch/N).",
 )
+@click.option("--cache", "film_cache", default="off", show_default=True, metavar="off|auto|DIR", help=CACHE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @handle_errors
 def train(
-    model_name: str,
+    model_name: str | None,
+    recipe_name: str | None,
     data_root: Path,
     dataset: str | None,
     epochs: int,
@@ -175,6 +183,7 @@ def train(
     guide_fraction: float,
     guide_layer: str | None,
     nproc: int | None,
+    film_cache: str,
     as_json: bool,
 ) -> None:
     """Train a model on the train split, validate on val, keep the best epoch in the model store.
@@ -196,10 +205,19 @@ def train(
       xray-xai train --model ensemble-mean --members cnn-small,convnet --data phantoms
       xray-xai train --model ensemble200 --data phantoms --epochs 1 --image-size 64
       xray-xai train --model efficientnet-lite0 --data fracatlas --optimizer adamw \\
-        --schedule cosine --monitor auroc --augment light --loss weighted-bce --epochs 6
+        --schedule cosine --monitor auroc --augment light --loss weighted-bce --epochs 6 --cache auto
       xray-xai train --model cnn-small --data phantoms --image-size 64 --batch-size 16 --nproc 2
+      xray-xai train --recipe fracatlas-lite0-guided --data ../shared/data/fracatlas
     """
-    _launch_if_asked(nproc, batch_size)
+    options: dict[str, Any] = {
+        "dataset": dataset, "epochs": epochs, "batch_size": batch_size, "image_size": image_size,
+        "letterbox": letterbox, "lr": lr, "optimizer": optimizer, "weight_decay": weight_decay, "schedule": schedule,
+        "monitor": monitor, "loss": loss, "early_stop": early_stop, "seed": seed,
+        "augment": "none" if no_augment else augment, "guide": guide, "guide_loss": guide_loss,
+        "guide_weight": guide_weight, "guide_fraction": guide_fraction, "guide_layer": guide_layer,
+    }  # fmt: skip
+    model_name, config, options = _apply_recipe(recipe_name, model_name, options)
+    _launch_if_asked(nproc, int(options.get("batch_size") or config.batch_size))
 
     # the run folder first, then each epoch's line as it ends; click.echo flushes, so `train ... > train.log` shows
     # them as they come. Human output goes to stdout; with --json they go to stderr (stdout stays one JSON value).
@@ -208,13 +226,9 @@ def train(
 
     with _rank_zero_reports_first():
         result = api.train(
-            model_name, data_root, dataset=dataset, epochs=epochs, batch_size=batch_size, image_size=image_size,
-            letterbox=letterbox, lr=lr, optimizer=optimizer, weight_decay=weight_decay, schedule=schedule,
-            monitor=monitor, loss=loss, early_stop=early_stop, seed=seed, device=device, resume=resume,
-            augment="none" if no_augment else augment, out_dir=out_dir, pretrained=pretrained,
+            model_name, data_root, config, device=device, resume=resume, out_dir=out_dir, pretrained=pretrained,
             max_images=max_images, progress=not as_json, channels_last=channels_last, amp=amp, strict=strict,
-            guide=guide, guide_loss=guide_loss, guide_weight=guide_weight, guide_fraction=guide_fraction,
-            guide_layer=guide_layer,
+            film_cache=film_cache, **options,
             on_epoch=lambda row: say(api.epoch_line(row)),
             on_run_dir=lambda folder: say(f"run folder: {folder}"),
             **_head_options(hidden, dropout, init, members),
@@ -232,6 +246,25 @@ def train(
     # an ensemble has no epoch of its own (its members were trained before): its row 0 is the check on val
     kept = f"best epoch {result.best_epoch}" if result.best_epoch else "ensemble of trained members (no epochs)"
     click.echo(f"{kept}: saved {result.checkpoint}")
+
+
+def _apply_recipe(name: str | None, model_name: str | None, options: dict[str, Any]) -> tuple[str, Any, dict[str, Any]]:
+    """The model, the base config and the options to apply on it: with ``--recipe``, the options left at their
+    defaults on the command line are dropped, so the recipe's values stand and those given override them."""
+    if name is None:
+        if model_name is None:
+            raise click.UsageError("give --model (or --recipe)")
+        return model_name, None, options
+    found = api.recipe(name)
+    ctx = click.get_current_context()
+    given = {
+        key: value for key, value in options.items()
+        if ctx.get_parameter_source("no_augment" if key == "augment" and ctx.params.get("no_augment") else key)
+        not in (click.core.ParameterSource.DEFAULT, None)
+    }  # fmt: skip
+    if "dataset" not in given and found.dataset is not None:
+        given["dataset"] = found.dataset
+    return model_name or found.model, found.config(), given
 
 
 def _launch_if_asked(nproc: int | None, batch_size: int) -> None:
@@ -322,6 +355,7 @@ def _head_options(hidden: str | None, dropout: float | None, init: str | None, m
 @click.option("--adaptive-bins", is_flag=True, help="Equal-mass calibration bins (default: equal-width).")
 @click.option("--specificities", callback=parse_levels, help="Report sensitivity at these (default 0.90,0.95).")
 @click.option("--sensitivities", callback=parse_levels, help="Report specificity at these (default 0.90,0.95).")
+@click.option("--cache", "film_cache", default="off", show_default=True, metavar="off|auto|DIR", help=CACHE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @handle_errors
 def evaluate(
@@ -345,6 +379,7 @@ def evaluate(
     adaptive_bins: bool,
     specificities: tuple[float, ...] | None,
     sensitivities: tuple[float, ...] | None,
+    film_cache: str,
     as_json: bool,
 ) -> None:
     """Image- and study-level metrics (AUROC, accuracy, precision, recall, specificity, F1, kappa) with 95% CIs,
@@ -387,6 +422,7 @@ def evaluate(
         adaptive_bins=adaptive_bins,
         specificities=specificities or api.DEFAULT_LEVELS,
         sensitivities=sensitivities or api.DEFAULT_LEVELS,
+        film_cache=film_cache,
     )
     if as_json:
         echo_json(result)

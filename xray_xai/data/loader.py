@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from torch.utils.data import Dataset as _DatasetBase
 
     from xray_xai.data.augment import Augment
+    from xray_xai.data.film_cache import FilmCache
 else:  # DataLoader only needs __getitem__/__len__; avoids importing torch with this module
     _DatasetBase = object
 
@@ -118,7 +119,8 @@ class RecordDataset(_DatasetBase):
     problem is added to ``.skipped``; a film kept despite damage (:func:`xray_xai.data.images.read_film`) yields a
     :class:`Warned` item and its warning is added to ``.warnings``; with ``strict=True`` such a film is skipped
     instead. Use :func:`collate_skip_bad` as the DataLoader's ``collate_fn`` (see the module docstring for the loop,
-    including ``add_skipped`` with worker processes).
+    including ``add_skipped`` with worker processes). ``films`` (a :class:`~xray_xai.data.film_cache.FilmCache`):
+    read each prepared, unchanged film from it instead of decoding it, as 8-bit levels (see that module).
     """
 
     def __init__(
@@ -130,6 +132,7 @@ class RecordDataset(_DatasetBase):
         cache: bool = False,
         strict: bool = False,
         guided: Iterable[int] | None = None,
+        films: FilmCache | None = None,
     ) -> None:
         self.records = list(records)
         # box-guided training: every item gets one more channel, the ground-truth mask of the films listed here
@@ -145,6 +148,10 @@ class RecordDataset(_DatasetBase):
         # keeps each film in model geometry, as float16 (S*S*2 bytes: 100 KB at 224 px), after its first epoch.
         self.cache = cache
         self._films: dict[int, np.ndarray] = {}
+        # prepared films (xray_xai.data.film_cache, 8-bit on disk): where each record's film lies, found once;
+        # None: decode it (not prepared, changed since, unreadable, or kept despite damage while ``strict``)
+        self.prepared = films
+        self._where = films.locate_all(self.records, strict=strict) if films is not None else []
 
     def __len__(self) -> int:
         return len(self.records)
@@ -162,13 +169,24 @@ class RecordDataset(_DatasetBase):
             if prob not in into:
                 into.append(prob)
 
+    def _prepared_film(self, index: int) -> tuple[np.ndarray, Problem | None] | None:
+        """The film from the prepared films with its recorded warning, or None when it must be decoded."""
+        loc = self._where[index] if self.prepared is not None else None
+        if loc is None or self.prepared is None:
+            return None
+        warning = Problem(str(self.records[index].path), loc.warning, severity="warning") if loc.warning else None
+        return self.prepared.film(loc), warning
+
     def __getitem__(self, index: int) -> Any:
         import torch
 
         rec = self.records[index]
         film = self._films.get(index)
         warning = None
-        if film is None:
+        hit = self._prepared_film(index) if film is None else None
+        if hit is not None:
+            film, warning = hit  # not kept in RAM again: the shard's pages stay in the OS page cache
+        elif film is None:
             try:
                 film, warning = read_film(rec.path, strict=self.strict, orient=self.pre.exif_orientation)
                 if self.guided is not None and index in self.guided:
@@ -183,6 +201,10 @@ class RecordDataset(_DatasetBase):
         extra = None
         if self.guided is not None:
             extra = self._masks.get(index)
+            if extra is None and index in self.guided and hit is not None:
+                # a prepared film lost its original size: the ground truth needs it, so the film is decoded once
+                shape = read_film(rec.path, strict=False, orient=self.pre.exif_orientation)[0].shape[:2]
+                extra = self._masks[index] = _guide_mask(rec, shape, self.pre)
             if extra is None:
                 extra = np.full(film.shape[:2], NO_MASK, dtype=np.float32)
             if not self.cache:

@@ -43,7 +43,8 @@ class TrainConfig:
     ``lr``/``weight_decay`` None take the optimizer's default (:attr:`learning_rate`, :attr:`decay`); ``augment``
     is ``True`` (``"standard"``), ``False`` (``"none"``) or a preset name; ``regions`` restricts both splits;
     ``max_images`` takes a seeded subset of each split; ``model_options`` go to the model's constructor
-    (``hidden``, ``dropout``, ``init``, an ensemble's ``members``...). Invalid choices raise
+    (``hidden``, ``dropout``, ``init``, an ensemble's ``members``...); ``film_cache`` reads films prepared as 8-bit
+    levels in model geometry (:mod:`xray_xai.data.film_cache`), preparing those missing first. Invalid choices raise
     :class:`~xray_xai.errors.PluginError` when the config is made.
     """
 
@@ -74,6 +75,8 @@ class TrainConfig:
     guide_weight: float = 1.0
     guide_fraction: float = 1.0
     guide_layer: str | None = None
+    #: prepared films: "off" (decode every film), "auto" (the cache under $XRAY_XAI_HOME) or a cache folder
+    film_cache: str = "off"
     model_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -90,6 +93,8 @@ class TrainConfig:
         if self.augment_name not in AUGMENTATIONS:
             raise PluginError(f"unknown augmentation {self.augment!r}; expected one of {', '.join(AUGMENTATIONS)}")
         _ = self.guide_spec  # validates the guidance options
+        if not str(self.film_cache).strip():
+            raise PluginError("film_cache must be 'off', 'auto' or a folder, not empty")
         if self.regions is not None and not isinstance(self.regions, tuple):
             object.__setattr__(self, "regions", tuple(self.regions))
         object.__setattr__(self, "model_options", dict(self.model_options))

@@ -39,6 +39,7 @@ class RunSpec:
     val_recs: list[Record]
     fingerprint: str
     run_dir: Path
+    films: Any = None  #: prepared films of both splits (a FilmCache, ``--cache``), or None: decode every film
 
 
 @dataclass
@@ -87,17 +88,19 @@ def make_loader(
     pin_memory: bool = False,
     strict: bool = False,
     guided: list[int] | None = None,
+    films: Any = None,
 ) -> tuple[Any, Any, Any]:
     """Dataset, loader and the loader's own seeded generator (shuffling draws from it, not the global RNG);
     ``strict`` refuses every film whose stream ends early (see :func:`xray_xai.data.images.read_film`); ``guided``
-    lists the films whose ground-truth mask rides along as an extra channel (box-guided training)."""
+    lists the films whose ground-truth mask rides along as an extra channel (box-guided training); ``films``
+    (a :class:`~xray_xai.data.film_cache.FilmCache`) are read instead of decoded where prepared."""
     import torch
     from torch.utils.data import DataLoader
 
     from xray_xai.data.loader import RecordDataset, collate_skip_bad
 
     # cached films: each is decoded once, not once per epoch (num_workers > 0 would give each worker its own cache)
-    ds = RecordDataset(records, pre, augment=augment, cache=True, strict=strict, guided=guided)
+    ds = RecordDataset(records, pre, augment=augment, cache=True, strict=strict, guided=guided, films=films)
     gen = torch.Generator()
     gen.manual_seed(seed)
     loader = DataLoader(
@@ -209,10 +212,11 @@ def _build_parts(model: Any, spec: RunSpec, cfg: TrainConfig, dev: Any) -> _Part
     train_ds, train_loader, gen = make_loader(
         spec.train_recs, pre, augment=Augment.preset(cfg.augment_name), batch_size=cfg.batch_size, shuffle=True,
         seed=cfg.seed, num_workers=cfg.num_workers, pin_memory=pin, strict=cfg.strict, guided=guided,
+        films=spec.films,
     )  # fmt: skip
     val_ds, val_loader, _ = make_loader(
         spec.val_recs, pre, augment=None, batch_size=cfg.batch_size, shuffle=False, seed=cfg.seed,
-        num_workers=cfg.num_workers, pin_memory=pin, strict=cfg.strict,
+        num_workers=cfg.num_workers, pin_memory=pin, strict=cfg.strict, films=spec.films,
     )  # fmt: skip
     sched = make_scheduler(opt, cfg.schedule, cfg.plateau_patience, cfg.epochs, len(train_loader))
     weights = torch.tensor(sample_weights(spec.train_recs, cfg.loss), dtype=torch.float32, device=dev)
@@ -290,6 +294,7 @@ def _hyperparameters(cfg: TrainConfig, amp: bool, init_from: str | None) -> dict
         "channels_last": cfg.channels_last,
         "amp": amp,
         "guide": cfg.guide_spec.to_dict() if cfg.guide_spec.active else None,
+        **({"films": "prepared, 8-bit"} if cfg.film_cache != "off" else {}),  # sidecars of other runs unchanged
     }
 
 

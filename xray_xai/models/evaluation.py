@@ -49,6 +49,7 @@ def predict_records(
     tta: bool = False,
     strict: bool = False,
     warnings: list[Problem] | None = None,
+    films: Any = None,
 ) -> tuple[list[Record], np.ndarray, list[Problem]]:
     """Probabilities for ``records`` (bad images skipped): ``(kept records, probabilities, skipped problems)``.
 
@@ -57,7 +58,8 @@ def predict_records(
     under a flip while the model's errors are not all so; on FracAtlas it raised the AUROC of two EfficientNet-Lite0
     runs by 0.010-0.018 on val and 0.015-0.016 on test (docs/results.md).
     ``strict`` skips films whose stream ends early even when little is missing; otherwise they are kept and their
-    warnings appended to ``warnings`` when a list is given (:func:`xray_xai.data.images.read_film`).
+    warnings appended to ``warnings`` when a list is given (:func:`xray_xai.data.images.read_film`). ``films``
+    (a :class:`~xray_xai.data.film_cache.FilmCache`): prepared films read instead of decoded.
     """
     import numpy as np
     import torch
@@ -68,7 +70,7 @@ def predict_records(
     from xray_xai.data.loader import RecordDataset, collate_skip_bad
 
     recs = list(records)
-    ds = RecordDataset(recs, model.preprocessing, augment=None, strict=strict)
+    ds = RecordDataset(recs, model.preprocessing, augment=None, strict=strict, films=films)
     is_module = isinstance(model, torch.nn.Module)
     dev = torch.device(device)
     if is_module:
@@ -147,12 +149,13 @@ def evaluate(
     adaptive_bins: bool = False,
     specificities: Sequence[float] = DEFAULT_LEVELS,
     sensitivities: Sequence[float] = DEFAULT_LEVELS,
+    film_cache: str | Path | None = None,
 ) -> dict[str, Any]:
     """Image- and study-level metrics of a model on ``split``, overall and per region, with 95% bootstrap CIs.
 
-    ``tta``: score each film by the mean over it and its flips (:func:`predict_records`). The probability is the
-    calibrated one (``uncalibrated``: raw) and the threshold ``threshold``, else the sidecar's operating point, else
-    0.5 (:func:`xray_xai.models.operating.resolve_threshold`). Calibration and operating points:
+    ``tta``: score each film by the mean over it and its flips; ``film_cache``: see :func:`_predict_split`. The
+    probability is the calibrated one (``uncalibrated``: raw) and the threshold ``threshold``, else the sidecar's
+    operating point, else 0.5 (:func:`xray_xai.models.operating.resolve_threshold`). Calibration and operating points:
     :func:`xray_xai.models.clinical.clinical_section`. With ``out_dir``: ``metrics.json``, ``predictions.csv``,
     ``roc.png``, ``pr.png``, ``reliability.png``, ``confusion.png``, ``skipped.csv`` (unreadable films, also under
     ``"skipped"``) and ``warnings.csv`` (films kept despite damage, ``"warnings"``; ``strict`` skips them instead).
@@ -163,12 +166,10 @@ def evaluate(
     model = resolve_model(model_name_or_path, checkpoint)
     ds_name, records = _labelled_records(data_root, dataset, dataset_options, split, max_images)
     warned: list[Problem] = []
-    kept, raw, skipped = predict_records(
-        model, records, batch_size=batch_size, device=device, progress=progress, tta=tta, strict=strict,
-        warnings=warned,
+    kept, raw, skipped = _predict_split(
+        model, records, (data_root, split), film_cache, batch_size=batch_size, device=device, progress=progress,
+        tta=tta, strict=strict, warnings=warned,
     )  # fmt: skip
-    if not kept:
-        raise DataError(data_root, f"none of the {len(records)} images of split {split!r} could be read")
     scored = _scored(model, kept, raw, threshold, uncalibrated, study_aggregation, bootstrap, seed)
     cal = None if uncalibrated else calibrator_of(model)
     result: dict[str, Any] = {
@@ -183,6 +184,7 @@ def evaluate(
         "probability": f"calibrated ({cal.method})" if cal is not None else "uncalibrated",
         "study_aggregation": study_aggregation,
         "tta": tta,
+        **({"films": "prepared, 8-bit"} if str(film_cache or "off") != "off" else {}),
         "bootstrap": bootstrap,
         "seed": seed,
         "n_images": len(kept),
@@ -203,6 +205,20 @@ def evaluate(
         curves["predictions"] = _prediction_rows(kept, scored["y"], scored["probs"], raw, scored["threshold"])
         result["files"] = _write_evaluation(Path(out_dir), result, curves, skipped, warned)
     return result
+
+
+def _predict_split(
+    model: Model, records: list[Record], where: tuple[str | Path, str], film_cache: str | Path | None, **options: Any
+) -> tuple[list[Record], np.ndarray, list[Problem]]:
+    """:func:`predict_records` of a split (``where``: data root, split), :class:`DataError` if no film could be
+    read. ``film_cache`` "auto" or a folder: prepared 8-bit films are read (:mod:`xray_xai.models.films`)."""
+    from xray_xai.models.films import prepared_films
+
+    films = prepared_films(film_cache, records, model.preprocessing, progress=bool(options.get("progress")))
+    kept, raw, skipped = predict_records(model, records, films=films, **options)
+    if not kept:
+        raise DataError(where[0], f"none of the {len(records)} images of split {where[1]!r} could be read")
+    return kept, raw, skipped
 
 
 def _scored(

@@ -49,6 +49,7 @@ from xray_xai.models.config import (
 from xray_xai.models.distributed import Ranks, join, on_main
 from xray_xai.models.ensemble_training import ENSEMBLES, train_ensemble
 from xray_xai.models.epochs import RunSpec, train_torch
+from xray_xai.models.films import prepared_films
 from xray_xai.models.guidance import GUIDE_LOSSES, GUIDE_SOURCES
 from xray_xai.models.runs import (
     HISTORY_FIELDS,
@@ -274,6 +275,13 @@ def _train(
             if ranks is not None:
                 raise PluginError(f"model {spec.name!r} has no epochs to share; train it in one process")
             return _train_fit(model, spec, cfg, save, on_epoch)
+        spec.films = prepared_films(  # draws no random number: the run's draws stay as they were
+            cfg.film_cache,
+            spec.train_recs + spec.val_recs,
+            model.preprocessing,
+            workers=cfg.num_workers,
+            progress=progress,
+        )
         with _deterministic():
             return train_torch(
                 model, spec, cfg, dev=dev, resume=resume, progress=progress, save=save, on_epoch=on_epoch,

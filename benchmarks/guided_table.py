@@ -1,0 +1,60 @@
+"""The table of docs/localisation.md "Box-guided training": one row per (model, explainer) from the outputs of
+``xray-xai evaluate --json`` and ``xray-xai leaderboard`` run on each model (see that section for the commands).
+
+Usage: python benchmarks/guided_table.py LABEL=FOLDER [LABEL=FOLDER ...], each FOLDER holding ``evaluate.json``
+and ``board/leaderboard.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _ci(stat: dict[str, Any] | None, digits: int = 3) -> str:
+    if not stat or stat.get("mean") is None:
+        return "n/a"
+    lo, hi = stat.get("ci") or (None, None)
+    mean = f"{stat['mean']:.{digits}f}"
+    return mean if lo is None else f"{mean} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def rows(label: str, folder: Path) -> list[str]:
+    ev = json.loads((folder / "evaluate.json").read_text())
+    overall = ev["image"]["overall"]
+    lo, hi = overall["ci95"]["auroc"]
+    auroc = f"{overall['auroc']:.3f} [{lo:.3f}, {hi:.3f}]"
+    board = json.loads((folder / "board" / "leaderboard.json").read_text())
+    out = []
+    for r in board["rows"]:
+        loc, faith, san = r["localisation"], r["faithfulness"], r["sanity"]
+        out.append(
+            f"| {label} | {auroc} | `{r['method']}` | {_ci(loc['pointing'])} | {_ci(loc['pointing_tol'])} | "
+            f"{_ci(loc['mass_in_mask'])} | {_ci(loc['iou_otsu'])} | {_ci(faith['deletion_auc'])} | "
+            f"{_ci(faith['insertion_auc'])} | {_ci(san['spearman'], 2)} ({san['status']}) |"
+        )
+    return out
+
+
+def main(argv: list[str]) -> int:
+    print("| model | test AUROC | map | pointing | pointing 3.5% | mass in box | IoU (Otsu) | deletion AUC | "
+          "insertion AUC | sanity Spearman |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    controls = None
+    for arg in argv:
+        label, folder = arg.split("=", 1)
+        for line in rows(label, Path(folder)):
+            print(line)
+        controls = json.loads((Path(folder) / "board" / "leaderboard.json").read_text())["controls"]
+    for name, c in (controls or {}).items():
+        loc, faith = c.get("localisation", c), c.get("faithfulness", c)
+        print(f"| control: {name} | | | {_ci(loc.get('pointing'))} | {_ci(loc.get('pointing_tol'))} | "
+              f"{_ci(loc.get('mass_in_mask'))} | {_ci(loc.get('iou_otsu'))} | {_ci(faith.get('deletion_auc'))} | "
+              f"{_ci(faith.get('insertion_auc'))} | |")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
