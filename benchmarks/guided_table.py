@@ -42,17 +42,17 @@ def main(argv: list[str]) -> int:
     print("| model | test AUROC | map | pointing | pointing 3.5% | mass in box | IoU (Otsu) | deletion AUC | "
           "insertion AUC | sanity Spearman |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
-    controls = None
     for arg in argv:
-        label, folder = arg.split("=", 1)
+        label, folder = arg.rsplit("=", 1)
         for line in rows(label, Path(folder)):
             print(line)
+        # the controls' deletion and insertion depend on the model (its probabilities): one set per model
         controls = json.loads((Path(folder) / "board" / "leaderboard.json").read_text())["controls"]
-    for name, c in (controls or {}).items():
-        loc, faith = c.get("localisation", c), c.get("faithfulness", c)
-        print(f"| control: {name} | | | {_ci(loc.get('pointing'))} | {_ci(loc.get('pointing_tol'))} | "
-              f"{_ci(loc.get('mass_in_mask'))} | {_ci(loc.get('iou_otsu'))} | {_ci(faith.get('deletion_auc'))} | "
-              f"{_ci(faith.get('insertion_auc'))} | |")  # fmt: skip
+        for name, c in controls.items():
+            loc, faith = c["localisation"], c["faithfulness"]
+            print(f"| {label} | | control: {name} | {_ci(loc.get('pointing'))} | {_ci(loc.get('pointing_tol'))} | "
+                  f"{_ci(loc.get('mass_in_mask'))} | {_ci(loc.get('iou_otsu'))} | {_ci(faith.get('deletion_auc'))} | "
+                  f"{_ci(faith.get('insertion_auc'))} | |")  # fmt: skip
     return 0
 
 
