@@ -244,47 +244,58 @@ def _phantom_set(n: int, seed: int, size: int) -> tuple[torch.Tensor, torch.Tens
     return torch.tensor(np.stack(xs))[:, None], torch.tensor(ys, dtype=torch.float32), np.stack(ms)
 
 
+#: models trained per test: one small CNN's maps depend on its seed far more than on the method (on one torch build
+#: seed 0's LayerCAM found 1 fracture in 32, on another most of them), so the claim is tested over several models
+_SEEDS = range(8)
+
+
 @pytest.fixture(scope="module")
-def fracture_model() -> tuple[StagedNet, torch.Tensor, np.ndarray, float]:
-    """A 4-stage CNN trained for 12 epochs on 256 phantoms at 48 px (fractures cover ~0.8% of a film)."""
+def fracture_models() -> tuple[list[tuple[StagedNet, float]], torch.Tensor, np.ndarray]:
+    """4-stage CNNs, one per seed, trained for 12 epochs on 256 phantoms at 48 px (fractures cover ~0.8% of a film),
+    each with its test AUROC; the fractured test films and their masks."""
+    from sklearn.metrics import roc_auc_score
+
     size = 48
     x, y, _ = _phantom_set(256, 0, size)
     xt, yt, mt = _phantom_set(64, 1, size)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = StagedNet(image_size=size)
-        opt = torch.optim.Adam(model.parameters(), 3e-3)
-        model.train()
-        for epoch in range(12):
-            perm = torch.randperm(len(x))
-            for i in range(0, len(x), 32):
-                idx = perm[i : i + 32]
-                xb = torch.flip(x[idx], dims=[3]) if epoch % 2 else x[idx]
-                loss = nn.functional.binary_cross_entropy_with_logits(model(xb), y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-    model.eval()
-    for p in model.parameters():
-        p.grad = None
-    from sklearn.metrics import roc_auc_score
-
-    with torch.no_grad():
-        auc = float(roc_auc_score(yt.numpy(), model.predict_proba(xt).numpy()))
+    models = []
+    for seed in _SEEDS:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = StagedNet(image_size=size)
+            opt = torch.optim.Adam(model.parameters(), 3e-3)
+            model.train()
+            for epoch in range(12):
+                perm = torch.randperm(len(x))
+                for i in range(0, len(x), 32):
+                    idx = perm[i : i + 32]
+                    xb = torch.flip(x[idx], dims=[3]) if epoch % 2 else x[idx]
+                    loss = nn.functional.binary_cross_entropy_with_logits(model(xb), y[idx])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+        model.eval()
+        for p in model.parameters():
+            p.grad = None
+        with torch.no_grad():
+            models.append((model, float(roc_auc_score(yt.numpy(), model.predict_proba(xt).numpy()))))
     pos = yt.numpy() == 1
-    return model, xt[torch.from_numpy(pos)], mt[pos], auc
+    return models, xt[torch.from_numpy(pos)], mt[pos]
 
 
 def test_stage_cams_out_point_last_layer_gradcam_on_small_fractures(
-    fracture_model: tuple[StagedNet, torch.Tensor, np.ndarray, float],
+    fracture_models: tuple[list[tuple[StagedNet, float]], torch.Tensor, np.ndarray],
 ) -> None:
-    model, images, masks, auc = fracture_model
-    assert auc > 0.75  # the model found the fractures; otherwise localisation means nothing
+    models, images, masks = fracture_models
+    # the models found the fractures; otherwise localisation means nothing
+    assert np.mean([auc for _, auc in models]) > 0.8
 
     def pointing(name: str, **params: Any) -> tuple[float, float]:
-        maps = explainer(name, **params).explain(model, images).maps
-        exact = float(np.nanmean(am.pointing_game(maps, masks)))
-        tol = float(np.nanmean(am.pointing_game(maps, masks, tolerance=am.tolerance_px(images.shape[-1]))))
+        """Pointing exact and with tolerance, pooled over the models' films."""
+        hits = [explainer(name, **params).explain(model, images).maps for model, _ in models]
+        exact = float(np.mean([np.nanmean(am.pointing_game(m, masks)) for m in hits]))
+        tol_px = am.tolerance_px(images.shape[-1])
+        tol = float(np.mean([np.nanmean(am.pointing_game(m, masks, tolerance=tol_px)) for m in hits]))
         return exact, tol
 
     gradcam, gradcam_tol = pointing("gradcam")  # last layer: 3 x 3 cells at 48 px

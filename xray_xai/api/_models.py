@@ -23,6 +23,15 @@ PREDICTION_FIELDS: tuple[str, ...] = (
 )  # fmt: skip
 
 
+#: the keywords of :func:`train` that are :class:`~xray_xai.models.config.TrainConfig` fields
+_CONFIG_KEYWORDS = (
+    "epochs", "batch_size", "image_size", "letterbox", "lr", "optimizer", "weight_decay", "schedule",
+    "plateau_patience", "monitor", "loss", "early_stop", "augment", "seed", "device", "amp", "channels_last",
+    "num_workers", "max_images", "regions", "pretrained", "strict", "guide", "guide_loss", "guide_weight",
+    "guide_fraction", "guide_layer",
+)  # fmt: skip
+
+
 def train(
     model: str,
     data_root: str | Path,
@@ -86,19 +95,12 @@ def train(
     """
     from xray_xai.models.training import train as _train
 
-    recipe = {
-        "epochs": epochs, "batch_size": batch_size, "image_size": image_size, "letterbox": letterbox, "lr": lr,
-        "optimizer": optimizer, "weight_decay": weight_decay, "schedule": schedule,
-        "plateau_patience": plateau_patience, "monitor": monitor, "loss": loss, "early_stop": early_stop,
-        "augment": augment, "seed": seed, "device": device, "amp": amp, "channels_last": channels_last,
-        "num_workers": num_workers, "max_images": max_images, "regions": regions, "pretrained": pretrained,
-        "strict": strict, "guide": guide, "guide_loss": guide_loss, "guide_weight": guide_weight,
-        "guide_fraction": guide_fraction, "guide_layer": guide_layer,
-        "film_cache": None if film_cache is None else str(film_cache),
-    }  # fmt: skip
+    given = locals()
+    options: dict[str, Any] = {k: given[k] for k in _CONFIG_KEYWORDS if given[k] is not None}
+    if film_cache is not None:
+        options["film_cache"] = str(film_cache)
     if device is not None:
-        recipe["device"] = resolve_device(device)
-    options: dict[str, Any] = {k: v for k, v in recipe.items() if v is not None}
+        options["device"] = resolve_device(device)
     extra: dict[str, Any] = {"hidden": hidden, "dropout": dropout, "init": init, "members": members}
     options.update(model_options or {})
     options.update({k: v for k, v in extra.items() if v is not None})

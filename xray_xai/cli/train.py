@@ -4,11 +4,7 @@ behind the API, so scripts get the same)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +22,22 @@ from xray_xai.cli._common import (
     param_option,
     print_table,
 )
+from xray_xai.cli._torchrun import KeepsArgs, launch_if_asked, rank_zero_reports_first
 from xray_xai.cli.calibrate import parse_levels, print_calibration
-from xray_xai.errors import XrayXaiError
 
 
 def _fmt(v: Any) -> str:
     return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
 
-class _KeepsArgs(click.Command):
-    """A command that keeps its raw arguments (``train --nproc N`` hands them on to each process it starts)."""
+#: the options of ``train`` that a recipe may set (those left at their defaults give way to the recipe's)
+_RECIPE_OPTIONS = (
+    "dataset", "epochs", "batch_size", "image_size", "letterbox", "lr", "optimizer", "weight_decay", "schedule",
+    "monitor", "loss", "early_stop", "seed", "guide", "guide_loss", "guide_weight", "guide_fraction", "guide_layer",
+)  # fmt: skip
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        ctx.meta["raw_args"] = list(args)
-        return super().parse_args(ctx, args)
 
-
-@click.command(cls=_KeepsArgs)
+@click.command(cls=KeepsArgs)
 @click.option("--model", "model_name", help="Model plugin name (see `xray-xai plugins --kind model`).")
 @click.option(
     "--recipe", "recipe_name",
@@ -209,22 +204,13 @@ def train(
       xray-xai train --model cnn-small --data phantoms --image-size 64 --batch-size 16 --nproc 2
       xray-xai train --recipe fracatlas-lite0-guided --data ../shared/data/fracatlas
     """
-    options: dict[str, Any] = {
-        "dataset": dataset, "epochs": epochs, "batch_size": batch_size, "image_size": image_size,
-        "letterbox": letterbox, "lr": lr, "optimizer": optimizer, "weight_decay": weight_decay, "schedule": schedule,
-        "monitor": monitor, "loss": loss, "early_stop": early_stop, "seed": seed,
-        "augment": "none" if no_augment else augment, "guide": guide, "guide_loss": guide_loss,
-        "guide_weight": guide_weight, "guide_fraction": guide_fraction, "guide_layer": guide_layer,
-    }  # fmt: skip
+    given = locals()
+    options: dict[str, Any] = {k: given[k] for k in _RECIPE_OPTIONS}
+    options["augment"] = "none" if no_augment else augment
     model_name, config, options = _apply_recipe(recipe_name, model_name, options)
-    _launch_if_asked(nproc, int(options.get("batch_size") or config.batch_size))
-
-    # the run folder first, then each epoch's line as it ends; click.echo flushes, so `train ... > train.log` shows
-    # them as they come. Human output goes to stdout; with --json they go to stderr (stdout stays one JSON value).
-    def say(line: str) -> None:
-        click.echo(line, err=as_json)
-
-    with _rank_zero_reports_first():
+    launch_if_asked(nproc, int(options.get("batch_size") or config.batch_size))
+    say = _progress_lines(as_json)
+    with rank_zero_reports_first():
         result = api.train(
             model_name, data_root, config, device=device, resume=resume, out_dir=out_dir, pretrained=pretrained,
             max_images=max_images, progress=not as_json, channels_last=channels_last, amp=amp, strict=strict,
@@ -233,8 +219,19 @@ def train(
             on_run_dir=lambda folder: say(f"run folder: {folder}"),
             **_head_options(hidden, dropout, init, members),
         )  # fmt: skip
-    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone reports
-        return
+    if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 alone reports
+        _report(result, as_json)
+
+
+def _progress_lines(as_json: bool) -> Any:
+    """Where the run folder and each epoch's line go: stdout, or stderr with --json (stdout then stays one JSON
+    value). click.echo flushes, so `train ... > train.log` shows them as they come."""
+    return lambda line: click.echo(line, err=as_json)
+
+
+def _report(result: Any, as_json: bool) -> None:
+    """What ``train`` prints when the run ends: the result as JSON, or the skipped and damaged films and the kept
+    checkpoint."""
     if as_json:
         echo_json(result.to_dict())
         return
@@ -265,37 +262,6 @@ def _apply_recipe(name: str | None, model_name: str | None, options: dict[str, A
     if "dataset" not in given and found.dataset is not None:
         given["dataset"] = found.dataset
     return model_name or found.model, found.config(), given
-
-
-def _launch_if_asked(nproc: int | None, batch_size: int) -> None:
-    """``--nproc N`` outside torchrun: start N processes of this command (without ``--nproc``) and exit with their
-    status; under torchrun: check that it started N."""
-    if nproc is None:
-        return
-    if "WORLD_SIZE" in os.environ:
-        world = int(os.environ["WORLD_SIZE"])
-        if nproc != world:
-            raise click.BadParameter(f"{nproc} given, but torchrun started {world} processes", param_hint="'--nproc'")
-        return
-    if nproc == 1:
-        return
-    if batch_size % nproc:
-        raise click.BadParameter(
-            f"{batch_size} is the global batch; it must be divisible by --nproc {nproc}", param_hint="'--batch-size'"
-        )
-    sys.exit(api.launch_train(nproc, click.get_current_context().meta["raw_args"]))
-
-
-@contextlib.contextmanager
-def _rank_zero_reports_first() -> Iterator[None]:
-    """Under torchrun, a rank other than 0 that meets an error gives rank 0 a few seconds to report it first: an
-    error every rank meets (a refused --resume...) is then one line, rank 0's, and torchrun stops the others."""
-    try:
-        yield
-    except XrayXaiError:
-        if os.environ.get("RANK", "0") != "0":
-            time.sleep(5)
-        raise
 
 
 def _head_options(hidden: str | None, dropout: float | None, init: str | None, members: str | None) -> dict[str, Any]:
