@@ -235,9 +235,11 @@ def test_explaining_computes_no_parameter_gradients() -> None:
 
 def test_normalize_maps_keeps_zero_and_scales_by_max() -> None:
     m = np.array([[[0.0, 2.0], [1.0, -1.0]], [[0.0, 0.0], [0.0, np.nan]]], dtype=np.float32)
+    given = m.copy()
     out = normalize_maps(m)
     np.testing.assert_allclose(out[0], np.array([[0.0, 1.0], [0.5, 0.0]]))
     assert (out[1] == 0).all() and out.dtype == np.float32
+    np.testing.assert_array_equal(m, given)  # scaled in place on its own copy, never the caller's array
 
 
 class _Ensemble(Model):
@@ -334,3 +336,47 @@ def test_integrated_gradients_noise_tunnel_is_seeded_and_smooths() -> None:
     assert a.shape == plain.shape and a.min() >= 0 and a.max() <= 1
     with pytest.raises(PluginError, match="nt_samples"):
         explainer("integrated-gradients", nt_samples=-1)
+
+
+def test_eval_mode_leaves_an_eval_model_alone_and_restores_a_mixed_one() -> None:
+    from xray_xai.sdk.explainer import eval_mode
+
+    model = tiny_convnet().eval()
+    calls: list[bool] = []
+    model.train = lambda mode=True: calls.append(mode)  # type: ignore[method-assign,assignment,return-value]
+    with eval_mode(model):
+        assert not any(m.training for m in model.modules())
+    assert calls == []  # already in eval mode: eval() not called, nothing to restore
+    del model.train
+    model.train()
+    child = next(iter(model.children()))
+    child.eval()  # a frozen part in a training model
+    with eval_mode(model):
+        assert not any(m.training for m in model.modules())
+    assert model.training and not child.training
+    assert all(m.training for m in model.modules() if m is not child and not any(m is c for c in child.modules()))
+
+
+def test_frozen_parameters_restores_each_flag_once_shared_parameters_included() -> None:
+    from xray_xai.sdk.explainer import frozen_parameters
+
+    shared = nn.Linear(3, 3)
+    net = nn.Sequential(shared, nn.ReLU(), shared, nn.Linear(3, 1))  # one weight used twice
+    net[3].weight.requires_grad_(False)  # a frozen parameter stays frozen
+    with frozen_parameters(net):
+        assert not any(p.requires_grad for p in net.parameters())
+    assert shared.weight.requires_grad and shared.bias.requires_grad
+    assert not net[3].weight.requires_grad and net[3].bias.requires_grad
+
+
+def test_saliency_does_not_copy_or_change_the_input() -> None:
+    from xray_xai_plugins.explainers.saliency import input_gradients
+
+    model = tiny_convnet().eval()
+    images = example_images(model, batch=2)
+    before = images.clone()
+    grad, _ = input_gradients(model, images, 1.0)
+    assert torch.equal(images, before) and not images.requires_grad and images.grad is None
+    xi = images.clone().requires_grad_(True)
+    model(xi).sum().backward()
+    torch.testing.assert_close(grad, xi.grad)

@@ -133,7 +133,7 @@ def test_target_normal_negates_hirescam_and_flips_layercam_gradients() -> None:
     # LayerCAM for "normal" keeps the activations whose gradient of the logit is negative
     (acts,), (grads,), _ = activations_and_gradients_at(model, images, ["backbone.stage2"], 1.0)
     expected = torch.relu((torch.relu(-grads) * acts).sum(dim=1)).numpy()
-    lc = explainer("layercam", layer="backbone.stage2", tta=False, scales=1)
+    lc = explainer("layercam", layer="backbone.stage2", tta=False, scales=1, blur=0)
     got = lc.explain(model, images, target="normal").raw
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
 
@@ -210,8 +210,8 @@ def test_fusions() -> None:
 def test_tta_averages_the_flipped_views_flipped_back() -> None:
     model = staged_net(seed=4)
     images = example_images(model, batch=2, seed=2)
-    tta = explainer("layercam", stride=4, tta=True, scales=1).explain(model, images).maps
-    plain = explainer("layercam", stride=4, tta=False, scales=1)
+    tta = explainer("layercam", stride=4, tta=True, scales=1, blur=0).explain(model, images).maps
+    plain = explainer("layercam", stride=4, tta=False, scales=1, blur=0)
     views = [
         plain.explain(model, images).maps,
         plain.explain(model, torch.flip(images, dims=[3])).maps[:, :, ::-1],
@@ -346,8 +346,8 @@ def test_scales_average_the_enlarged_views_resized_back() -> None:
 
     model = staged_net(seed=4)
     images = example_images(model, batch=2, seed=2)
-    multi = explainer("layercam", stride=4, tta=False, scales="1,2").explain(model, images)
-    plain = explainer("layercam", stride=4, tta=False, scales=1)
+    multi = explainer("layercam", stride=4, tta=False, scales="1,2", blur=0).explain(model, images)
+    plain = explainer("layercam", stride=4, tta=False, scales=1, blur=0)
     native = plain.explain(model, images)
     # at twice the size the same stage (chosen on the native film) is explained; its map is resized to 48 px
     from xray_xai_plugins.explainers.layercam import layercam_maps
@@ -362,3 +362,97 @@ def test_scales_average_the_enlarged_views_resized_back() -> None:
     np.testing.assert_allclose(multi.probabilities, native.probabilities, atol=1e-6)  # from the native pass
     assert explainer("layercam").params["scales"] == "1,2"  # the default, chosen on FracAtlas
     assert explainer("layercam", scales=1).params["scales"] == "1"
+
+
+# -- views stacked into few passes -----------------------------------------------------------------------------------
+def _count_forwards(model: nn.Module) -> tuple[list[int], Any]:
+    calls: list[int] = []
+    handle = model.register_forward_hook(lambda _m, args, _o: calls.append(int(args[0].shape[0])))
+    return calls, handle
+
+
+def _views_by_hand(model: StagedNet, images: torch.Tensor, views: list[tuple[float, tuple[int, ...]]]) -> np.ndarray:
+    """The mean of the views' LayerCAM maps at the stride-4 stage, one pass per view, each resized and flipped back."""
+    import torch.nn.functional as F
+    from xray_xai_plugins.explainers.layercam import layercam_maps
+
+    layer = layers_at_strides(model, images, [4])[0]
+    side = int(images.shape[-1])
+    maps = []
+    for scale, dims in views:
+        x = images if scale == 1 else F.interpolate(images, size=[round(scale * side)] * 2, mode="bilinear")
+        x = torch.flip(x, dims=dims) if dims else x
+        acts, grads, _ = activations_and_gradients_at(model, x, [layer], 1.0)
+        m = fuse_maps([layercam_maps(acts[0], grads[0])], (side, side), "mean")
+        maps.append(torch.flip(m, dims=[d - 1 for d in dims]) if dims else m)
+    expected = torch.stack(maps).mean(dim=0).numpy()
+    return expected / expected.reshape(len(expected), -1).max(axis=1)[:, None, None]
+
+
+def test_stacked_views_give_the_maps_of_one_pass_per_view() -> None:
+    """``tta=true, scales=1,2`` (the default until the cost study) stacks the views of each scale into one pass;
+    in eval mode every image of a batch is computed alone, so the maps are those of one pass per view."""
+    model = staged_net(seed=4)
+    images = example_images(model, batch=2, seed=2)
+    stacked = explainer("layercam", stride=4, tta=True, scales="1,2", blur=0)
+    one_by_one = explainer("layercam", stride=4, tta=True, scales="1,2", blur=0)
+    one_by_one.pass_pixels = 0
+    stacked.explain(model, images)  # the stage probe runs once per model and input shape; not counted below
+    calls, handle = _count_forwards(model)
+    try:
+        a = stacked.explain(model, images)
+        assert calls == [6, 6]  # the film and its two flips, then the three enlarged views: one pass each
+        calls.clear()
+        b = one_by_one.explain(model, images)
+        assert calls == [2] * 6
+    finally:
+        handle.remove()
+    np.testing.assert_allclose(a.maps, b.maps, atol=1e-6)
+    np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-6)
+    views = [(1.0, ()), (1.0, (3,)), (1.0, (2,)), (2.0, ()), (2.0, (3,)), (2.0, (2,))]
+    np.testing.assert_allclose(a.maps, _views_by_hand(model, images, views), atol=1e-5)
+    assert a.params["tta"] is True and a.params["scales"] == "1,2"
+
+
+@pytest.mark.parametrize(("tta", "views"), [("h", [(1.0, ()), (1.0, (3,))]), ("v", [(1.0, ()), (1.0, (2,))])])
+def test_one_flip_averages_the_film_and_that_flip(tta: str, views: list[tuple[float, tuple[int, ...]]]) -> None:
+    model = staged_net(seed=5)
+    images = example_images(model, batch=3, seed=1)
+    exp = explainer("layercam", stride=4, tta=tta, scales=1, blur=0).explain(model, images)
+    by_hand = _views_by_hand(model, images, views)
+    np.testing.assert_allclose(exp.maps, by_hand, atol=1e-5)
+    assert exp.params["tta"] == tta
+
+
+def test_tta_values() -> None:
+    assert explainer("layercam", tta="hv").params["tta"] is True
+    assert explainer("layercam", tta="true").params["tta"] is True
+    assert explainer("layercam", tta="false").params["tta"] is False
+    assert explainer("layercam", tta=False, scales=1).views() == [(1.0, ())]
+    assert explainer("layercam", tta="vh", scales="1,2").views() == [
+        (1.0, ()),
+        (1.0, (3,)),
+        (1.0, (2,)),
+        (2.0, ()),
+        (2.0, (3,)),
+        (2.0, (2,)),
+    ]
+    for bad in ("x", "hh", "horizontal"):
+        with pytest.raises(PluginError, match="tta must be"):
+            explainer("layercam", tta=bad)
+
+
+def test_the_stage_probe_runs_once_per_model_and_input_shape() -> None:
+    model = staged_net(seed=6)
+    images = example_images(model, batch=2)
+    calls, handle = _count_forwards(model)
+    try:
+        assert layers_at_strides(model, images, [4]) == ["backbone.stage2"]
+        assert calls == [1]  # the probe: one image
+        assert layers_at_strides(model, images[:1], [8, 4]) == ["backbone.stage3", "backbone.stage2"]
+        assert calls == [1]  # same shape per image: remembered
+        bigger = torch.nn.functional.interpolate(images, size=[96, 96])
+        assert layers_at_strides(model, bigger, [8]) == ["backbone.stage3"]  # 96 / 8 = 12 px wide
+        assert calls == [1, 1]
+    finally:
+        handle.remove()

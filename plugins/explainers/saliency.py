@@ -21,9 +21,10 @@ __all__ = ["Saliency", "input_gradients", "superpixel_means"]
 def input_gradients(model: Model, images: torch.Tensor, sign: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``(d (sign * logit) / d input, logits)`` for a batch: one forward and one backward, input gradients only.
 
-    Images are independent in eval mode, so the gradient of the summed scores gives every image's own gradient.
+    Images are independent in eval mode, so the gradient of the summed scores gives every image's own gradient. The
+    input is not copied: a detached leaf shares the caller's storage, and autograd refuses in-place changes to it.
     """
-    x = images.detach().clone().requires_grad_(True)
+    x = images.detach().requires_grad_(True)
     with torch.enable_grad():
         logits = logits_of(model, x)
         (grad,) = torch.autograd.grad((sign * logits).sum(), x)

@@ -85,21 +85,29 @@ def frozen_parameters(module: nn.Module) -> Iterator[None]:
     Explanations need gradients w.r.t. inputs or activations only; frozen parameters make autograd skip the weight
     gradients (faster, less memory) and guarantee that ``p.grad`` is never touched.
     """
-    params = list(module.parameters())
-    flags = [p.requires_grad for p in params]
+    # the modules' own parameters, each once (``parameters()`` would also build every dotted name: 2x the cost)
+    params = list(dict.fromkeys(p for m in module.modules() for p in m._parameters.values() if p is not None))
+    trainable = [p for p in params if p.requires_grad]
     try:
-        for p in params:
+        for p in trainable:
             p.requires_grad_(False)
         yield
     finally:
-        for p, flag in zip(params, flags, strict=True):
-            p.requires_grad_(flag)
+        for p in trainable:
+            p.requires_grad_(True)
 
 
 @contextlib.contextmanager
 def eval_mode(module: nn.Module) -> Iterator[None]:
-    """Put every submodule in eval mode (batch norm statistics, no dropout) and restore each one's mode after."""
+    """Put every submodule in eval mode (batch norm statistics, no dropout) and restore each one's mode after.
+
+    A model already in eval mode, the usual case, is left alone: ``eval()`` and the restore walk every submodule
+    through ``nn.Module.__setattr__`` (about 10 ms per call on a DenseNet-169's 600 modules).
+    """
     modes = [(m, m.training) for m in module.modules()]
+    if not any(mode for _, mode in modes):
+        yield
+        return
     try:
         module.eval()
         yield
@@ -234,11 +242,12 @@ def resize_maps(maps: Any, size: tuple[int, int]) -> np.ndarray:
 
 def normalize_maps(maps: np.ndarray) -> np.ndarray:
     """Scale each non-negative map to [0, 1] by its maximum (zero stays zero: no evidence); NaN/neg -> 0."""
-    m = np.nan_to_num(np.asarray(maps, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    m = np.maximum(m, 0.0)
+    m = np.nan_to_num(np.asarray(maps, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)  # a copy: in place below
+    np.maximum(m, 0.0, out=m)
     peak = m.reshape(m.shape[0], -1).max(axis=1) if m.size else np.zeros(m.shape[0], np.float32)
     scale = np.where(peak > 0, peak, 1.0).astype(np.float32)
-    return np.clip(m / scale[:, None, None], 0.0, 1.0).astype(np.float32)
+    m /= scale.reshape((-1,) + (1,) * (m.ndim - 1))
+    return np.clip(m, 0.0, 1.0, out=m)
 
 
 def fingerprint(model: Any) -> str:

@@ -36,8 +36,13 @@ def hash_state(name: str, state: Mapping[str, Any]) -> str:
 
 
 def _key(model: Any) -> tuple[Any, ...]:
-    params = list(model.parameters())
-    versions = tuple(getattr(t, "_version", 0) for t in (*params, *model.buffers()))
+    # one walk over the modules' own tensors: ``parameters()`` and ``buffers()`` each build every dotted name, twice
+    # the cost on a DenseNet-169 (1,000 tensors), and this runs on every explanation
+    params, buffers = [], []
+    for module in model.modules():
+        params += [t for t in module._parameters.values() if t is not None]
+        buffers += [t for t in module._buffers.values() if t is not None]
+    versions = tuple(getattr(t, "_version", 0) for t in (*params, *buffers))
     return (str(getattr(model, "name", "")), *versions, *(t.data_ptr() for t in params))
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -75,12 +76,38 @@ def stage_layers(model: nn.Module) -> list[str]:
     return names
 
 
-def layers_at_strides(model: nn.Module, images: torch.Tensor, strides: Sequence[int]) -> list[str]:
-    """For each stride, the deepest stage whose output is at least ``input_side / stride`` wide (one probe pass).
+#: stage sides seen by the probe pass, per model and input shape (weak keys: a model's entry goes with it)
+_STAGE_SIDES: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], list[tuple[str, int]]]] = (
+    weakref.WeakKeyDictionary()
+)
 
-    A stride finer than every stage gives the first stage; duplicates are dropped, order kept.
+
+def layers_at_strides(model: nn.Module, images: torch.Tensor, strides: Sequence[int]) -> list[str]:
+    """For each stride, the deepest stage whose output is at least ``input_side / stride`` wide.
+
+    A stride finer than every stage gives the first stage; duplicates are dropped, order kept. The stages' sides come
+    from one probe pass on one image, remembered per model and input shape: explaining a single film would otherwise
+    pay a whole extra forward pass per call.
     """
     stages = stage_layers(model)
+    key = (*(int(n) for n in images.shape[1:]), hash(tuple(stages)))  # a trunk rebuilt in place is probed again
+    known = _STAGE_SIDES.setdefault(model, {})
+    if key not in known:
+        known[key] = _stage_sides(model, stages, images[:1])
+    seen = known[key]
+    side = int(min(images.shape[-2:]))
+    chosen: list[str] = []
+    for stride in strides:
+        want = side / max(float(stride), 1.0)
+        ok = [n for n, s in seen if s >= want - 1e-9]
+        name = ok[-1] if ok else seen[0][0]
+        if name not in chosen:
+            chosen.append(name)
+    return chosen
+
+
+def _stage_sides(model: nn.Module, stages: Sequence[str], probe: torch.Tensor) -> list[tuple[str, int]]:
+    """``(stage, smaller side of its output)`` for every stage giving a ``(B, C, h, w)`` map, in execution order."""
     seen: list[tuple[str, int]] = []
 
     def make_hook(name: str) -> Any:
@@ -93,21 +120,13 @@ def layers_at_strides(model: nn.Module, images: torch.Tensor, strides: Sequence[
     handles = [find_layer(model, s).register_forward_hook(make_hook(s)) for s in stages]
     try:
         with torch.no_grad():
-            logits_of(model, images[:1])  # type: ignore[arg-type]
+            logits_of(model, probe)  # type: ignore[arg-type]
     finally:
         for h in handles:
             h.remove()
     if not seen:
         raise PluginError("no stage of the model's trunk gives a (B, C, h, w) map; pass layer= by name")
-    side = int(min(images.shape[-2:]))
-    chosen: list[str] = []
-    for stride in strides:
-        want = side / max(float(stride), 1.0)
-        ok = [n for n, s in seen if s >= want - 1e-9]
-        name = ok[-1] if ok else seen[0][0]
-        if name not in chosen:
-            chosen.append(name)
-    return chosen
+    return seen
 
 
 @contextlib.contextmanager
