@@ -99,7 +99,7 @@ def test_train_evaluate_predict_models(tmp_path: Path) -> None:
     assert res.exit_code == 0
     listed = json.loads(res.stdout)
     assert [e["name"] for e in listed if not e["shipped"]] == ["cnn-small"]
-    assert {e["name"] for e in listed if e["shipped"]} == {"fracatlas-lite0"}
+    assert {e["name"] for e in listed if e["shipped"]} == {"fracatlas-lite0", "fracatlas-lite0-guided"}
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Rebuild the shipped model ``fracatlas-lite0`` from the FracAtlas films and compare it with the shipped weights.
+"""Rebuild a shipped model (``fracatlas-lite0``, or ``--name fracatlas-lite0-guided``) from the FracAtlas films and
+compare it with the shipped weights.
 
 Runs the documented recipe (docs/model-card-fracatlas-lite0.md, "How to rebuild") with the ``xray-xai train`` command
 in a fresh, empty ``XRAY_XAI_HOME`` (a temporary folder, so no checkpoint of yours is touched or read), then compares
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / "xray_xai" / "models" / "shipped" / "fracatlas-lite0"
+SHIPPED_DIR = REPO / "xray_xai" / "models" / "shipped"
 
 #: the recipe of docs/results.md "FracAtlas: EfficientNet-Lite0 fine-tuned on the train split" (run 5)
 RECIPE = [
@@ -56,16 +57,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "fracatlas",
                         help="the FracAtlas folder (default: ../shared/data/fracatlas)")  # fmt: skip
+    parser.add_argument("--name", default="fracatlas-lite0", help="the shipped model (default: fracatlas-lite0)")
     parser.add_argument("--keep", type=Path, help="keep the rebuilt store and run folder here (default: discarded)")
     args = parser.parse_args(argv)
     if not (args.data / "dataset.csv").is_file():
         print(f"error: {args.data}: not a FracAtlas folder (no dataset.csv)", file=sys.stderr)
         return 2
-    shipped = json.loads((SHIPPED / "model.json").read_text(encoding="utf-8"))
-    work = Path(tempfile.mkdtemp(prefix="rebuild-fracatlas-lite0-")) if args.keep is None else args.keep
+    folder = SHIPPED_DIR / args.name
+    if not (folder / "model.json").is_file():
+        print(f"error: {folder}: no shipped model {args.name!r}", file=sys.stderr)
+        return 2
+    shipped = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    # the labels-only model's recipe spelled out as run 5 ran it; any other shipped model is a named recipe
+    recipe = RECIPE if args.name == "fracatlas-lite0" else ["train", "--recipe", args.name]
+    work = Path(tempfile.mkdtemp(prefix=f"rebuild-{args.name}-")) if args.keep is None else args.keep
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "XRAY_XAI_HOME": str(work / "home")}
-    cmd = [sys.executable, "-m", "xray_xai", *RECIPE, "--data", str(args.data.resolve()), "--out", str(work / "run")]
+    cmd = [sys.executable, "-m", "xray_xai", *recipe, "--data", str(args.data.resolve()), "--out", str(work / "run")]
     print("running:", " ".join(cmd[2:]), flush=True)
     start = time.monotonic()
     done = subprocess.run(cmd, env=env, cwd=work, check=False)
@@ -80,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         same &= a == b
         print(f"  {key:18} {a}  {b}  {'same' if a == b else 'DIFFERENT'}")
     # the file's bytes may differ in tensor order while every tensor is equal: compare tensors, report the file hash
-    tensors_equal = _tensors_equal(Path(new["_dir"]) / "model.safetensors", SHIPPED / "model.safetensors")
+    tensors_equal = _tensors_equal(Path(new["_dir"]) / "model.safetensors", folder / "model.safetensors")
     same &= tensors_equal
     print(f"  {'tensors':18} {'all equal' if tensors_equal else 'DIFFERENT'}")
     print(f"  {'file sha256':18} {new.get('weights_sha256')}  {shipped.get('weights_sha256')}  (information)")
