@@ -71,8 +71,8 @@ class TrainConfig:
     pretrained: bool | None = None
     strict: bool = False  #: skip films whose stream ends early however little is missing (else kept with a warning)
     guide: str = "none"  #: "boxes": box-guided training (xray_xai.models.guidance)
-    guide_loss: str = "point"
-    guide_weight: float = 1.0
+    guide_loss: str = "outside"
+    guide_weight: float = 0.3
     guide_fraction: float = 1.0
     guide_layer: str | None = None
     #: prepared films: "off" (decode every film), "auto" (the cache under $XRAY_XAI_HOME) or a cache folder
