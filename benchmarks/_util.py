@@ -64,17 +64,23 @@ def reset_peak_rss() -> bool:
 
 
 # -- timing ---------------------------------------------------------------------------------------------------------
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
-    """Wall-clock seconds of each function, run round-robin (A B C A B C ...) so load changes hit all alike."""
+def interleaved(
+    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1, clock: Callable[[], float] = time.perf_counter
+) -> dict[str, list[float]]:
+    """Seconds of each function, run round-robin (A B C A B C ...) so load changes hit all alike.
+
+    ``clock``: wall-clock time by default; ``time.process_time`` gives this process's CPU seconds, which other
+    processes' load changes far less than wall time (for single-threaded torch, where CPU time is the work done).
+    """
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
     return times
 
 

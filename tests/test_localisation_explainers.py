@@ -360,7 +360,8 @@ def test_scales_average_the_enlarged_views_resized_back() -> None:
     expected /= expected.reshape(2, -1).max(axis=1)[:, None, None]
     np.testing.assert_allclose(multi.maps, expected, atol=1e-5)
     np.testing.assert_allclose(multi.probabilities, native.probabilities, atol=1e-6)  # from the native pass
-    assert explainer("layercam").params["scales"] == "1,2"  # the default, chosen on FracAtlas
+    default = explainer("layercam").params  # chosen on FracAtlas for cost (docs/localisation.md)
+    assert (default["tta"], default["scales"], default["blur"]) == ("h", "1", 4.0)
     assert explainer("layercam", scales=1).params["scales"] == "1"
 
 
@@ -422,6 +423,12 @@ def test_one_flip_averages_the_film_and_that_flip(tta: str, views: list[tuple[fl
     by_hand = _views_by_hand(model, images, views)
     np.testing.assert_allclose(exp.maps, by_hand, atol=1e-5)
     assert exp.params["tta"] == tta
+    if tta == "h":  # the default: the film and its horizontal flip, blurred with sigma 4 px
+        from xray_xai.sdk import gaussian_blur
+
+        blurred = gaussian_blur(torch.from_numpy(by_hand), 4.0).numpy()
+        blurred /= blurred.reshape(len(blurred), -1).max(axis=1)[:, None, None]
+        np.testing.assert_allclose(explainer("layercam").explain(model, images).maps, blurred, atol=1e-5)
 
 
 def test_tta_values() -> None:
@@ -456,3 +463,19 @@ def test_the_stage_probe_runs_once_per_model_and_input_shape() -> None:
         assert calls == [1, 1]
     finally:
         handle.remove()
+
+
+def test_view_study_combinations_are_the_plugins_maps() -> None:
+    """benchmarks/layercam_views.py scores combinations of views built from one pass per view; each must be the map
+    the plugin gives for its spec (the default included), or the study would rank something no user can run."""
+    spec = importlib.util.spec_from_file_location("layercam_views", REPO / "benchmarks" / "layercam_views.py")
+    assert spec is not None and spec.loader is not None
+    views = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(views)
+    model = staged_net(seed=7)
+    images = example_images(model, batch=3, seed=4)
+    maps, secs = views.view_maps(model, images, batch=2)
+    assert set(maps) == set(views.VIEWS) and secs["gradcam"] > 0
+    assert views.check_plugin(model, images, maps) < 1e-5
+    default = explainer("layercam").explain(model, images[:2]).maps
+    np.testing.assert_allclose(views.combine({k: v[:2] for k, v in maps.items()}, "1+1h", 4.0), default, atol=1e-5)
