@@ -1,10 +1,12 @@
 """What box guidance costs per training step, as a ratio to the unguided step measured in the same run.
 
-One EfficientNet-Lite0 (ImageNet weights from the installed package, 224 px, channels-last, batch 16, half the films
-guided) takes ``--steps`` timed AdamW steps per configuration after one warm-up step; the configurations alternate
-so a load change on the machine touches all of them alike. Prints seconds per step and the ratio to unguided.
+One EfficientNet-Lite0 (ImageNet weights from the installed package, 224 px, channels-last, batch 16, ``--guided``
+films of it guided: half by default; a FracAtlas batch carries about 2 of 16) takes ``--steps`` timed AdamW steps per
+configuration after one warm-up step; the configurations alternate so a load change on the machine touches all of
+them alike. Prints seconds per step and the ratio to unguided.
 
     python benchmarks/bench_guidance.py --steps 6
+    python benchmarks/bench_guidance.py --steps 6 --guided 2
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from xray_xai.models.guidance import Guide, GuideSpec
+from xray_xai.models.guidance import GUIDE_LOSSES, Guide, GuideSpec
 from xray_xai.sdk.registry import models
 
 
@@ -40,6 +42,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--model", default="efficientnet-lite0")
+    parser.add_argument("--guided", type=int, help="films of a batch that carry a box (default: half)")
     parser.add_argument("--json", help="write the result here")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -52,11 +55,12 @@ def main() -> int:
     y = (torch.arange(args.batch) % 2).float()
     masks = torch.full((args.batch, args.size, args.size), -1.0)
     box = slice(args.size // 4, args.size // 2)
-    for i in range(1, args.batch, 2):  # the abnormal half carries a box
+    n_guided = args.batch // 2 if args.guided is None else args.guided
+    for i in range(1, 2 * n_guided, 2):  # abnormal films carry a box
         masks[i] = 0.0
         masks[i, box, box] = 1.0
     configs: dict[str, Guide | None] = {"unguided": None}
-    for loss in ("point", "outside", "input-grad"):
+    for loss in GUIDE_LOSSES:
         configs[loss] = Guide(GuideSpec("boxes", loss), model)
     times: dict[str, list[float]] = {name: [] for name in configs}
     for guide in configs.values():  # warm-up
@@ -72,7 +76,11 @@ def main() -> int:
         print(f"{name:>11}: {median:.3f} s/step  x{median / base:.2f}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump({"model": args.model, "batch": args.batch, "size": args.size, "configs": result}, fh, indent=1)
+            json.dump(
+                {"model": args.model, "batch": args.batch, "size": args.size, "guided": n_guided, "configs": result},
+                fh,
+                indent=1,
+            )
     return 0
 
 

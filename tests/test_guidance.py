@@ -117,11 +117,11 @@ class _Tiny(torch.nn.Module):
         return self.head(self.features(x).mean((2, 3))).squeeze(1)
 
 
-@pytest.mark.parametrize("loss", ["point", "outside", "input-grad"])
+@pytest.mark.parametrize("loss", ["point", "outside", "input-grad", "layercam"])
 def test_term_is_zero_without_guided_films_and_trains_the_weights(loss: str) -> None:
     torch.manual_seed(0)
     model = _Tiny().train()
-    guide = Guide(GuideSpec("boxes", loss, 2.0), model)
+    guide = Guide(GuideSpec("boxes", loss, 2.0, layer="features" if loss == "layercam" else None), model)
     x = torch.randn(2, 3, 8, 8)
     unguided = torch.full((2, 8, 8), -1.0)
     term = guide.term(model(guide.prepare(x.clone())), unguided, x)
@@ -136,6 +136,67 @@ def test_term_is_zero_without_guided_films_and_trains_the_weights(loss: str) -> 
     assert model.features[0].weight.grad is not None and model.features[0].weight.grad.abs().sum() > 0
     guide.close()
     assert not model.features._forward_hooks  # nothing of the guidance stays on the model
+
+
+class _TinyBN(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU())
+        self.deep = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU())
+        self.head = torch.nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.deep(self.stem(x)).mean((2, 3))).squeeze(1)
+
+
+def test_layercam_term_moves_the_fine_map_into_the_box() -> None:
+    """The term is the share of the LayerCAM map outside the box at the guided stage: minimising it alone must pull
+    the map into the box."""
+    torch.manual_seed(0)
+    model = _TinyBN().train()
+    guide = Guide(GuideSpec("boxes", "layercam", 1.0, layer="stem"), model)
+    x = torch.randn(4, 3, 12, 12)
+    masks = torch.full((4, 12, 12), -1.0)
+    masks[2:] = 0.0
+    masks[2:, 6:, 6:] = 1.0  # a quarter of the film
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    first = None
+    for _ in range(40):
+        term = guide.term(model(x), masks, x)
+        first = float(term.detach()) if first is None else first
+        opt.zero_grad()
+        term.backward()
+        opt.step()
+    assert first is not None and first > 0.5  # most of the map lay outside the box at the start
+    assert float(guide.term(model(x), masks, x).detach()) < 0.5 * first
+    assert model.training  # the second pass restored train mode
+    guide.close()
+    assert not model.stem._forward_hooks
+
+
+def test_layercam_guidance_leaves_the_running_statistics_alone() -> None:
+    torch.manual_seed(0)
+    model = _TinyBN().train()
+    guide = Guide(GuideSpec("boxes", "layercam", 1.0, layer="stem"), model)
+    x = torch.randn(4, 3, 12, 12)
+    masks = torch.full((4, 12, 12), -1.0)
+    masks[3] = 0.0
+    masks[3, :6, :6] = 1.0
+    with torch.no_grad():
+        logits = model(x)  # the training forward pass moves the statistics once
+    after_forward = model.stem[1].running_mean.clone()
+    guide.term(logits, masks, x)
+    assert torch.equal(model.stem[1].running_mean, after_forward)
+
+
+def test_layercam_guidance_defaults_to_the_default_explainers_stage() -> None:
+    from xray_xai.sdk.layers import layers_at_strides
+    from xray_xai.sdk.registry import models
+
+    model = models.get("cnn-small")(image_size=32)
+    guide = Guide(GuideSpec("boxes", "layercam"), model)
+    expected = layers_at_strides(model.eval(), torch.zeros(1, int(model.preprocessing.channels), 32, 32), [4])[0]
+    assert guide.layer == expected
 
 
 def test_guide_layer_must_exist() -> None:

@@ -88,8 +88,9 @@ def train(
     ``on_run_dir`` with the run's folder before the first epoch: a new folder per call unless ``resume`` (an
     ``out_dir`` that holds an earlier run is refused). ``save``: True the model store, a folder that folder, False
     nowhere. ``guide="boxes"`` adds the box-guidance term (:mod:`xray_xai.models.guidance`: ``guide_loss``
-    ``point``/``outside``/``input-grad``, ``guide_weight``, ``guide_fraction`` of the abnormal films with ground
-    truth, ``guide_layer``: default the model's target layer). ``film_cache``: "off" (default), "auto" or a
+    ``point``/``outside``/``input-grad``/``layercam``, ``guide_weight``, ``guide_fraction`` of the abnormal films
+    with ground truth, ``guide_layer``: default the model's target layer, for ``layercam`` the default explainer's
+    stage). ``film_cache``: "off" (default), "auto" or a
     folder: read films prepared as 8-bit levels (:func:`prepare_films`), those missing prepared before the first
     epoch; the run then differs slightly from one that decodes (the rounding is at most half a grey level).
     """

@@ -11,9 +11,15 @@ guided layer (by default the model's ``target_layer``, the map Grad-CAM reads):
   the term is minus the log of the probability inside the boxes, so the map's *peak* is pulled into the box (the
   pointing game scores the peak).
 * ``input-grad``: Ross et al.'s own term, the share of the input gradient's magnitude (of the abnormal logit)
-  outside the boxes. Needs a second backward pass through the whole network (about 2-3x the cost of a step).
+  outside the boxes. Needs a second backward pass through the whole network (about 12x the cost of a step).
+* ``layercam``: the share of the LayerCAM map (the positive gradient times the activation, summed over channels)
+  outside the boxes, at the stage the default explainer reads (the deepest one at least a quarter of the input wide,
+  56 x 56 at 224 px; ``layer`` names another). It trains the map users look at, at its own resolution, instead of
+  the 7 x 7 map whose cells are larger than most fractures. Its double backward runs through most of the network, so
+  it is computed in a second forward pass over the guided films alone (a few per batch), with the batch-norm layers
+  on their running statistics so that pass neither updates them nor depends on which films share it.
 
-The map is Grad-CAM's (channel weights = the spatial mean of the logit's gradient), computed with
+For the first two the map is Grad-CAM's (channel weights = the spatial mean of the logit's gradient), computed with
 ``create_graph=True`` so the term trains the weights: for a linear head after global average pooling this is the
 CAM, and the double backward only goes through the head. Films without ground truth, normal films and films not
 drawn by ``fraction`` contribute nothing; the term is averaged over the guided films of the batch and multiplied by
@@ -41,7 +47,7 @@ __all__ = ["GUIDE_LOSSES", "GUIDE_SOURCES", "Guide", "GuideSpec", "guided_indice
 #: Sources of guidance ``train --guide`` accepts (``none``: labels only).
 GUIDE_SOURCES = ("none", "boxes")
 #: Loss families of the guidance term.
-GUIDE_LOSSES = ("outside", "point", "input-grad")
+GUIDE_LOSSES = ("outside", "point", "input-grad", "layercam")
 #: The mask value of a film that carries no guidance.
 NO_MASK = -1.0
 
@@ -109,12 +115,22 @@ class Guide:
         self.spec = spec
         self._acts: Any = None
         self._hook = None
-        if spec.loss != "input-grad":
-            module = _resolve_layer(model, spec.layer)
-            self._hook = module.register_forward_hook(self._keep)
+        self._model = model
+        self.layer: str | None = None
+        if spec.loss == "layercam":
+            self.layer = spec.layer or _explainer_stage(model)
+            self._hook = _resolve_layer(model, self.layer).register_forward_hook(self._keep_second_pass)
+        elif spec.loss != "input-grad":
+            self.layer = spec.layer or getattr(model, "target_layer", None)
+            self._hook = _resolve_layer(model, spec.layer).register_forward_hook(self._keep)
+        self._second_pass = False
 
     def _keep(self, module: Any, inputs: Any, output: Any) -> None:
         if module.training:
+            self._acts = output
+
+    def _keep_second_pass(self, module: Any, inputs: Any, output: Any) -> None:
+        if self._second_pass:
             self._acts = output
 
     def close(self) -> None:
@@ -150,6 +166,10 @@ class Guide:
             (grad,) = torch.autograd.grad(logits[guided].sum(), x, create_graph=True)
             saliency = grad[guided].abs().sum(1)
             return self.spec.weight * outside_share(saliency, target).mean()
+        if self.spec.loss == "layercam":
+            if x is None:
+                raise PluginError("layercam guidance needs the batch's images")
+            return self.spec.weight * self._layercam_outside(x[guided].detach(), target).mean()
         if acts is None:
             raise PluginError("the guided layer produced no output in this forward pass")
         (grad,) = torch.autograd.grad(logits[guided].sum(), acts, create_graph=True)
@@ -158,6 +178,47 @@ class Guide:
         if self.spec.loss == "outside":
             return self.spec.weight * outside_share(torch.relu(cam), _cells(target, cam.shape[-2:])).mean()
         return self.spec.weight * soft_pointing(cam, _cells(target, cam.shape[-2:]) > 0).mean()
+
+    def _layercam_outside(self, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per guided film, the share of the LayerCAM map at the guided stage outside the boxes (second pass)."""
+        import torch
+
+        model = self._model
+        was_training = model.training
+        model.eval()  # running batch-norm statistics: these few films are not a batch to normalise by
+        self._second_pass = True
+        try:
+            logits = _logits(model(images))
+        finally:
+            self._second_pass = False
+            model.train(was_training)
+        acts, self._acts = self._acts, None
+        if acts is None:
+            raise PluginError(f"the guided layer {self.layer!r} produced no output in the guidance pass")
+        (grad,) = torch.autograd.grad(logits.sum(), acts, create_graph=True)
+        cam = (torch.relu(grad.float()) * acts.float()).sum(1)
+        return outside_share(torch.relu(cam), _cells(target, cam.shape[-2:]))
+
+
+def _logits(out: Any) -> torch.Tensor:
+    """The abnormal logit per film from a model's output (``(B,)`` or ``(B, 1)``)."""
+    return out.reshape(out.shape[0], -1)[:, -1] if out.ndim > 1 else out
+
+
+def _explainer_stage(model: Any) -> str:
+    """The stage the default explainer (``layercam``, ``stride=4``) reads, found with one probe pass in eval mode."""
+    import torch
+
+    from xray_xai.sdk.layers import layers_at_strides
+
+    pre = model.preprocessing
+    probe = torch.zeros(1, int(pre.channels), int(pre.input_size), int(pre.input_size))
+    was_training = model.training
+    model.eval()
+    try:
+        return layers_at_strides(model, probe, [4])[0]
+    finally:
+        model.train(was_training)
 
 
 def _cells(mask: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
