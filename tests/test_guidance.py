@@ -220,6 +220,25 @@ def test_guided_training_records_the_recipe(tmp_path: Path) -> None:
     assert math.isfinite(result.history[0]["train_guide"])
 
 
+def test_guide_start_switches_the_term_on_later_and_keeps_a_guided_epoch(tmp_path: Path) -> None:
+    from xray_xai import api
+
+    data = tmp_path / "ph"
+    api.synth(data, n_studies=16, seed=0, image_size=64, progress=False)
+    result = api.train(
+        "cnn-small", data, epochs=3, image_size=32, guide="boxes", guide_weight=0.5, guide_start=3, progress=False,
+        out_dir=tmp_path / "run",
+    )  # fmt: skip
+    terms = [row["train_guide"] for row in result.history]
+    assert terms[0] == 0.0 and terms[1] == 0.0 and terms[2] > 0.0
+    assert result.best_epoch == 3  # the only guided epoch, whatever the earlier ones scored
+    sidecar = json.loads(next(Path(result.checkpoint).glob("*.json")).read_text())
+    hyper = sidecar["metadata"]["hyperparameters"] if "metadata" in sidecar else sidecar["hyperparameters"]
+    assert hyper["guide"]["start"] == 3
+    with pytest.raises(PluginError, match="start"):
+        GuideSpec("boxes", start=0)
+
+
 def test_guide_without_ground_truth_is_refused(tmp_path: Path) -> None:
     from xray_xai.models.epochs import RunSpec, _guidance
 

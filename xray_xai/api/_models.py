@@ -28,7 +28,7 @@ _CONFIG_KEYWORDS = (
     "epochs", "batch_size", "image_size", "letterbox", "lr", "optimizer", "weight_decay", "schedule",
     "plateau_patience", "monitor", "loss", "early_stop", "augment", "seed", "device", "amp", "channels_last",
     "num_workers", "max_images", "regions", "pretrained", "strict", "guide", "guide_loss", "guide_weight",
-    "guide_fraction", "guide_layer",
+    "guide_fraction", "guide_layer", "guide_start",
 )  # fmt: skip
 
 
@@ -66,6 +66,7 @@ def train(
     guide_weight: float | None = None,
     guide_fraction: float | None = None,
     guide_layer: str | None = None,
+    guide_start: int | None = None,
     film_cache: str | Path | None = None,
     hidden: Sequence[int] | None = None,
     dropout: float | None = None,
@@ -90,9 +91,10 @@ def train(
     nowhere. ``guide="boxes"`` adds the box-guidance term (:mod:`xray_xai.models.guidance`: ``guide_loss``
     ``point``/``outside``/``input-grad``/``layercam``, ``guide_weight``, ``guide_fraction`` of the abnormal films
     with ground truth, ``guide_layer``: default the model's target layer, for ``layercam`` the default explainer's
-    stage). ``film_cache``: "off" (default), "auto" or a
-    folder: read films prepared as 8-bit levels (:func:`prepare_films`), those missing prepared before the first
-    epoch; the run then differs slightly from one that decodes (the rounding is at most half a grey level).
+    stage; ``guide_start``: the first guided epoch, the kept epoch being the best from it on). ``film_cache``:
+    "off" (default), "auto" or a folder: read films prepared as 8-bit levels (:func:`prepare_films`), those missing
+    prepared before the first epoch; the run then differs slightly from one that decodes (the rounding is at most
+    half a grey level).
     """
     from xray_xai.models.training import train as _train
 

@@ -34,6 +34,7 @@ def _fmt(v: Any) -> str:
 _RECIPE_OPTIONS = (
     "dataset", "epochs", "batch_size", "image_size", "letterbox", "lr", "optimizer", "weight_decay", "schedule",
     "monitor", "loss", "early_stop", "seed", "guide", "guide_loss", "guide_weight", "guide_fraction", "guide_layer",
+    "guide_start",
 )  # fmt: skip
 
 
@@ -137,6 +138,10 @@ _RECIPE_OPTIONS = (
     help="Module whose map is guided (default: the model's target layer; for layercam the default explainer's stage).",
 )
 @click.option(
+    "--guide-start", default=1, show_default=True, type=click.IntRange(min=1),
+    help="First epoch with the guide term; the kept epoch is the best from it on.",
+)  # fmt: skip
+@click.option(
     "--nproc",
     type=click.IntRange(min=1),
     help="Train data-parallel in N processes on this machine (torchrun; CPU: gloo, --device cuda: one GPU each). "
@@ -181,6 +186,7 @@ def train(
     guide_weight: float,
     guide_fraction: float,
     guide_layer: str | None,
+    guide_start: int,
     nproc: int | None,
     film_cache: str,
     as_json: bool,
@@ -189,9 +195,8 @@ def train(
 
     Defaults are the published DenseNet-169 MURA recipe: SGD lr 1e-3 momentum 0.9, BCE, LR / 10 on a 5-epoch
     validation-loss plateau, early stop after --early-stop epochs without better validation accuracy. Each run gets a
-    new run folder (printed first; --resume continues the newest one) holding history.csv, curves.png, skipped.csv
-    and a resumable last.pt. Ensembles need --members, except ensemble200 (DenseNet-201 + MobileNet-V1 +
-    NASNet-Mobile), which trains its three members with this recipe.
+    new run folder (printed first; --resume continues the newest one) holding history.csv, curves.png, skipped.csv and
+    a resumable last.pt. Ensembles need --members, except ensemble200 (DenseNet-201 + MobileNet-V1 + NASNet-Mobile).
 
     --nproc N (or `torchrun --nproc_per_node N -m xray_xai train ...`) runs the same recipe in N processes with
     DistributedDataParallel: the same global batches of --batch-size films, gradients averaged over the processes,

@@ -75,6 +75,7 @@ class TrainConfig:
     guide_weight: float = 0.3
     guide_fraction: float = 1.0
     guide_layer: str | None = None
+    guide_start: int = 1
     #: prepared films: "off" (decode every film), "auto" (the cache under $XRAY_XAI_HOME) or a cache folder
     film_cache: str = "off"
     model_options: Mapping[str, Any] = field(default_factory=dict)
@@ -110,7 +111,7 @@ class TrainConfig:
         from xray_xai.models.guidance import GuideSpec
 
         return GuideSpec(self.guide, self.guide_loss, float(self.guide_weight), float(self.guide_fraction),
-                         self.guide_layer)  # fmt: skip
+                         self.guide_layer, int(self.guide_start))  # fmt: skip
 
     @property
     def learning_rate(self) -> float:

@@ -324,17 +324,20 @@ def _train_pass(
             x = x.contiguous(memory_format=torch.channels_last)
         y = y.to(dev, non_blocking=True).float()
         w = parts.weights[idx.to(dev)]
-        if parts.guide is not None:
+        guiding = parts.guide is not None and parts.guide.spec.on(epoch)
+        if guiding:
             x = parts.guide.prepare(x)
         with _autocast(dev, amp):
             logits = model(x)
         per = F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none") * w
         batch_loss = per.mean() if parts.ranks is None else parts.ranks.batch_loss(per, idx)
-        if parts.guide is not None:
+        if guiding:
             # the guidance term: a mean over this rank's guided films (DDP averages it over the ranks)
             term = parts.guide.term(logits.float(), masks, x)
             guide_sum += term.detach() * x.shape[0]
             batch_loss = batch_loss + term
+        elif parts.guide is not None:
+            parts.guide.discard()  # the hooked map of a batch before the term starts is not needed
         parts.opt.zero_grad(set_to_none=True)
         batch_loss.backward()
         parts.opt.step()
@@ -512,7 +515,8 @@ def train_torch(
             break
         row, m, val_loss = _epoch(model, parts, spec, cfg, dev, amp, epoch, progress)
         st.history.append(row)
-        _keep_best(model, st, row, monitored(cfg.monitor, m, val_loss), val_loss)
+        if parts.guide is None or parts.guide.spec.on(epoch):  # a guided run keeps a guided epoch
+            _keep_best(model, st, row, monitored(cfg.monitor, m, val_loss), val_loss)
         _checkpoint_epoch(model, parts, spec, st, epoch)
         if on_epoch is not None:
             on_epoch(dict(row))

@@ -61,6 +61,7 @@ class GuideSpec:
     weight: float = 0.3
     fraction: float = 1.0
     layer: str | None = None
+    start: int = 1  #: the first epoch with the term; the kept epoch is chosen among those from it on
 
     def __post_init__(self) -> None:
         if self.source not in GUIDE_SOURCES:
@@ -71,14 +72,23 @@ class GuideSpec:
             raise PluginError(f"guide fraction must be in (0, 1], got {self.fraction}")
         if self.weight < 0:
             raise PluginError(f"guide weight must be >= 0, got {self.weight}")
+        if self.start < 1:
+            raise PluginError(f"guide start must be an epoch >= 1, got {self.start}")
 
     @property
     def active(self) -> bool:
         return self.source != "none"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "loss": self.loss, "weight": self.weight, "fraction": self.fraction,
-                "layer": self.layer}  # fmt: skip
+        out = {"source": self.source, "loss": self.loss, "weight": self.weight, "fraction": self.fraction,
+               "layer": self.layer}  # fmt: skip
+        if self.start != 1:  # sidecars of runs guided from the first epoch stay as they were
+            out["start"] = self.start
+        return out
+
+    def on(self, epoch: int) -> bool:
+        """Whether the term trains in ``epoch`` (1-based)."""
+        return self.active and epoch >= self.start
 
 
 def guided_indices(records: Sequence[Record], fraction: float, seed: int) -> list[int]:
@@ -138,6 +148,10 @@ class Guide:
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+        self._acts = None
+
+    def discard(self) -> None:
+        """Drop the map kept from this forward pass (an epoch before the term starts)."""
         self._acts = None
 
     @staticmethod
