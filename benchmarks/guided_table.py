@@ -2,7 +2,8 @@
 ``xray-xai evaluate --json`` and ``xray-xai leaderboard`` run on each model (see that section for the commands).
 
 Usage: python benchmarks/guided_table.py LABEL=FOLDER [LABEL=FOLDER ...], each FOLDER holding ``evaluate.json``
-and ``board/leaderboard.json``.
+and ``board/leaderboard.json``. With ``--compact`` one row per model instead: the default ``layercam`` of
+``board/`` in full, pointing only for ``gradcam`` and for the six-view ``layercam`` of ``six/board/`` (where scored).
 """
 
 from __future__ import annotations
@@ -38,7 +39,42 @@ def rows(label: str, folder: Path) -> list[str]:
     return out
 
 
+def compact_row(label: str, folder: Path) -> str:
+    """One model: AUROC, the default explainer's localisation, deletion (beside its model's random order) and
+    sanity, then the pointing of the six-view ``layercam`` and of ``gradcam``."""
+    ev = json.loads((folder / "evaluate.json").read_text())["image"]["overall"]
+    board = json.loads((folder / "board" / "leaderboard.json").read_text())
+    by = {r["method"]: r for r in board["rows"]}
+    six_path = folder / "six" / "board" / "leaderboard.json"
+    six = json.loads(six_path.read_text())["rows"][0] if six_path.exists() else None
+    lc, gc = by["layercam"], by.get("gradcam")
+    loc, san = lc["localisation"], lc["sanity"]
+    random_del = board["controls"]["random"]["faithfulness"]["deletion_auc"]["mean"]
+
+    def pointing(r: dict[str, Any] | None) -> str:
+        if r is None:
+            return "n/a"
+        return f"{_ci(r['localisation']['pointing'])} / {_ci(r['localisation']['pointing_tol'])}"
+
+    lo, hi = ev["ci95"]["auroc"]
+    return (
+        f"| {label} | {ev['auroc']:.3f} [{lo:.3f}, {hi:.3f}] | {_ci(loc['pointing'])} | {_ci(loc['pointing_tol'])} | "
+        f"{_ci(loc['mass_in_mask'])} | {_ci(loc['iou_otsu'])} | "
+        f"{lc['faithfulness']['deletion_auc']['mean']:.3f} ({random_del:.3f}) | "
+        f"{_ci(san['spearman'], 2)} ({san['status']}) | {pointing(six)} | {pointing(gc)} |"
+    )
+
+
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "--compact":
+        print("| model | test AUROC | `layercam` pointing | pointing 3.5% | mass in box | IoU (Otsu) | "
+              "deletion AUC (random order) | sanity Spearman | six-view `layercam`: pointing / 3.5% | "
+              "`gradcam`: pointing / 3.5% |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for arg in argv[1:]:
+            label, folder = arg.rsplit("=", 1)
+            print(compact_row(label, Path(folder)))
+        return 0
     print("| model | test AUROC | map | pointing | pointing 3.5% | mass in box | IoU (Otsu) | deletion AUC | "
           "insertion AUC | sanity Spearman |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -281,6 +281,11 @@ def test_recipe_sets_the_options_and_the_command_line_overrides_them(
     assert seen["model"] == "efficientnet-lite0" and seen["dataset"] == "fracatlas"
     assert seen["config"].guide == "boxes" and seen["config"].batch_size == 32 and seen["config"].lr == 5e-4
     assert seen["epochs"] == 2 and "batch_size" not in seen  # given: overrides; left at its default: the recipe's
+    seen.clear()
+    args = ["train", "--recipe", "fracatlas-lite0-guided-layercam", "--data", str(data), "--guide-start", "3"]
+    CliRunner().invoke(main, args)
+    assert seen["config"].guide_loss == "layercam" and seen["config"].guide_weight == 0.3 and seen["guide_start"] == 3
+    assert seen["config"].guide_start == 1 and "guide_loss" not in seen  # the recipe's loss stands, its start is moved
     result = CliRunner().invoke(main, ["train", "--recipe", "fracatlas-lite", "--data", str(data)])
     assert result.exit_code != 0 and "did you mean fracatlas-lite0" in result.output
     result = CliRunner().invoke(main, ["train", "--data", str(data)])
