@@ -237,6 +237,9 @@ def test_guide_start_switches_the_term_on_later_and_keeps_a_guided_epoch(tmp_pat
     assert hyper["guide"]["start"] == 3
     with pytest.raises(PluginError, match="start"):
         GuideSpec("boxes", start=0)
+    with pytest.raises(PluginError, match="after the last epoch"):  # no epoch guided: nothing to keep
+        TrainConfig(guide="boxes", guide_start=4, epochs=3)
+    assert TrainConfig(guide_start=4, epochs=3).guide_start == 4  # unguided: the start says nothing
 
 
 def test_guide_without_ground_truth_is_refused(tmp_path: Path) -> None:

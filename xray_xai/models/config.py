@@ -93,7 +93,8 @@ class TrainConfig:
 
         if self.augment_name not in AUGMENTATIONS:
             raise PluginError(f"unknown augmentation {self.augment!r}; expected one of {', '.join(AUGMENTATIONS)}")
-        _ = self.guide_spec  # validates the guidance options
+        if self.guide_spec.active and self.guide_start > self.epochs:  # no epoch would be guided, none kept
+            raise PluginError(f"guide start {self.guide_start} is after the last epoch ({self.epochs})")
         if not str(self.film_cache).strip():
             raise PluginError("film_cache must be 'off', 'auto' or a folder, not empty")
         if self.regions is not None and not isinstance(self.regions, tuple):
