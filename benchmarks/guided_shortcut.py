@@ -141,10 +141,11 @@ def score(model: ShortcutNet, test: Films) -> dict[str, float]:
     with torch.no_grad():
         auroc = float(roc_auc_score(test.y.numpy(), model.predict_proba(test.x).numpy()))
     pos = test.y.numpy() == 1
+    fractured = test.x[torch.from_numpy(pos)]
     tol = scores.tolerance_px(SIZE)
     out = {"auroc": auroc}
     for method, prefix in (("gradcam", ""), ("layercam", "layercam_")):
-        maps = xray_xai.get_explainer(method)().explain(model, test.x[torch.from_numpy(pos)]).maps
+        maps = xray_xai.get_explainer(method)().explain(model, fractured).maps
         out[f"{prefix}pointing_fracture"] = float(
             np.nanmean(scores.pointing_game(maps, test.fracture[pos], tolerance=tol))
         )

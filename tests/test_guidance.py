@@ -204,6 +204,12 @@ def test_guide_layer_must_exist() -> None:
         Guide(GuideSpec("boxes", "point", layer="nope"), _Tiny())
 
 
+def _recorded_hyperparameters(checkpoint: Path) -> dict[str, Any]:
+    """The hyperparameters a trained checkpoint's JSON sidecar records."""
+    sidecar = json.loads(next(Path(checkpoint).glob("*.json")).read_text())
+    return sidecar["metadata"]["hyperparameters"] if "metadata" in sidecar else sidecar["hyperparameters"]
+
+
 def test_guided_training_records_the_recipe(tmp_path: Path) -> None:
     from xray_xai import api
 
@@ -213,8 +219,7 @@ def test_guided_training_records_the_recipe(tmp_path: Path) -> None:
         "cnn-small", data, epochs=1, image_size=32, guide="boxes", guide_loss="outside", guide_weight=0.5,
         guide_fraction=0.5, progress=False, out_dir=tmp_path / "run",
     )  # fmt: skip
-    sidecar = json.loads(next(Path(result.checkpoint).glob("*.json")).read_text())
-    hyper = sidecar["metadata"]["hyperparameters"] if "metadata" in sidecar else sidecar["hyperparameters"]
+    hyper = _recorded_hyperparameters(result.checkpoint)
     assert hyper["guide"] == {"source": "boxes", "loss": "outside", "weight": 0.5, "fraction": 0.5, "layer": None}
     assert "train_guide" in (tmp_path / "run" / "history.csv").read_text().splitlines()[0]
     assert math.isfinite(result.history[0]["train_guide"])
@@ -232,8 +237,7 @@ def test_guide_start_switches_the_term_on_later_and_keeps_a_guided_epoch(tmp_pat
     terms = [row["train_guide"] for row in result.history]
     assert terms[0] == 0.0 and terms[1] == 0.0 and terms[2] > 0.0
     assert result.best_epoch == 3  # the only guided epoch, whatever the earlier ones scored
-    sidecar = json.loads(next(Path(result.checkpoint).glob("*.json")).read_text())
-    hyper = sidecar["metadata"]["hyperparameters"] if "metadata" in sidecar else sidecar["hyperparameters"]
+    hyper = _recorded_hyperparameters(result.checkpoint)
     assert hyper["guide"]["start"] == 3
     with pytest.raises(PluginError, match="start"):
         GuideSpec("boxes", start=0)
