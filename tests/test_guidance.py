@@ -117,11 +117,11 @@ class _Tiny(torch.nn.Module):
         return self.head(self.features(x).mean((2, 3))).squeeze(1)
 
 
-@pytest.mark.parametrize("loss", ["point", "outside", "input-grad", "layercam"])
+@pytest.mark.parametrize("loss", ["point", "outside", "input-grad", "layercam", "layercam-point"])
 def test_term_is_zero_without_guided_films_and_trains_the_weights(loss: str) -> None:
     torch.manual_seed(0)
     model = _Tiny().train()
-    guide = Guide(GuideSpec("boxes", loss, 2.0, layer="features" if loss == "layercam" else None), model)
+    guide = Guide(GuideSpec("boxes", loss, 2.0, layer="features" if loss.startswith("layercam") else None), model)
     x = torch.randn(2, 3, 8, 8)
     unguided = torch.full((2, 8, 8), -1.0)
     term = guide.term(model(guide.prepare(x.clone())), unguided, x)
@@ -172,6 +172,34 @@ def test_layercam_term_moves_the_fine_map_into_the_box() -> None:
     assert model.training  # the second pass restored train mode
     guide.close()
     assert not model.stem._forward_hooks
+
+
+def test_layercam_point_term_pulls_the_blurred_maps_peak_into_the_box() -> None:
+    """``layercam-point`` scores the peak of the map as the default explainer shows it (blurred): minimising the
+    term alone must move that peak into the box on every guided film."""
+    from xray_xai.models.guidance import _blur_cell
+
+    torch.manual_seed(0)
+    model = _TinyBN().train()
+    guide = Guide(GuideSpec("boxes", "layercam-point", 1.0, layer="stem"), model)
+    x = torch.randn(4, 3, 12, 12)
+    masks = torch.full((4, 12, 12), -1.0)
+    masks[2:] = 0.0
+    masks[2:, 8:, 8:] = 1.0  # a ninth of the film, in a corner
+    opt = torch.optim.SGD(model.parameters(), lr=0.2)
+    first = None
+    for _ in range(60):
+        term = guide.term(model(x), masks, x)
+        first = float(term.detach()) if first is None else first
+        opt.zero_grad()
+        term.backward()
+        opt.step()
+    assert first is not None and float(guide.term(model(x), masks, x).detach()) < 0.5 * first
+    cam = _blur_cell(guide._layercam(x[2:])).detach()
+    peaks = cam.flatten(1).argmax(1)
+    rows, cols = peaks // 12, peaks % 12
+    assert bool(((rows >= 8) & (cols >= 8)).all())  # the peak of each guided film's map sits in its box
+    guide.close()
 
 
 def test_layercam_guidance_leaves_the_running_statistics_alone() -> None:

@@ -124,7 +124,8 @@ _RECIPE_OPTIONS = (
     "--guide-loss", type=click.Choice(api.TRAIN_CHOICES["guide_loss"]), default="outside", show_default=True,
     help="outside: share of the target layer's CAM mass outside the boxes; point: soft pointing game on that CAM; "
     "input-grad: input-gradient mass outside the boxes (Ross et al. 2017; about 10x slower); layercam: share of the "
-    "default explainer's LayerCAM map (stride 4) outside the boxes (about 1.7x slower).",
+    "default explainer's LayerCAM map (stride 4) outside the boxes (about 1.7x slower); layercam-point: soft pointing "
+    "game on that map, blurred as the explainer shows it.",
 )  # fmt: skip
 @click.option(
     "--guide-weight", default=0.3, show_default=True, type=click.FloatRange(min=0), help="Weight of the guide term."
