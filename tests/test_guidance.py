@@ -149,6 +149,22 @@ class _TinyBN(torch.nn.Module):
         return self.head(self.deep(self.stem(x)).mean((2, 3))).squeeze(1)
 
 
+def _minimise_term(
+    guide: Guide, model: torch.nn.Module, x: torch.Tensor, masks: torch.Tensor, lr: float, steps: int
+) -> float:
+    """Train ``model`` on the guidance term alone with SGD; returns the term before the first step."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    first = None
+    for _ in range(steps):
+        term = guide.term(model(x), masks, x)
+        first = float(term.detach()) if first is None else first
+        opt.zero_grad()
+        term.backward()
+        opt.step()
+    assert first is not None
+    return first
+
+
 def test_layercam_term_moves_the_fine_map_into_the_box() -> None:
     """The term is the share of the LayerCAM map outside the box at the guided stage: minimising it alone must pull
     the map into the box."""
@@ -159,15 +175,8 @@ def test_layercam_term_moves_the_fine_map_into_the_box() -> None:
     masks = torch.full((4, 12, 12), -1.0)
     masks[2:] = 0.0
     masks[2:, 6:, 6:] = 1.0  # a quarter of the film
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    first = None
-    for _ in range(40):
-        term = guide.term(model(x), masks, x)
-        first = float(term.detach()) if first is None else first
-        opt.zero_grad()
-        term.backward()
-        opt.step()
-    assert first is not None and first > 0.5  # most of the map lay outside the box at the start
+    first = _minimise_term(guide, model, x, masks, lr=0.5, steps=40)
+    assert first > 0.5  # most of the map lay outside the box at the start
     assert float(guide.term(model(x), masks, x).detach()) < 0.5 * first
     assert model.training  # the second pass restored train mode
     guide.close()
@@ -186,15 +195,8 @@ def test_layercam_point_term_pulls_the_blurred_maps_peak_into_the_box() -> None:
     masks = torch.full((4, 12, 12), -1.0)
     masks[2:] = 0.0
     masks[2:, 8:, 8:] = 1.0  # a ninth of the film, in a corner
-    opt = torch.optim.SGD(model.parameters(), lr=0.2)
-    first = None
-    for _ in range(60):
-        term = guide.term(model(x), masks, x)
-        first = float(term.detach()) if first is None else first
-        opt.zero_grad()
-        term.backward()
-        opt.step()
-    assert first is not None and float(guide.term(model(x), masks, x).detach()) < 0.5 * first
+    first = _minimise_term(guide, model, x, masks, lr=0.2, steps=60)
+    assert float(guide.term(model(x), masks, x).detach()) < 0.5 * first
     cam = _blur_cell(guide._layercam(x[2:])).detach()
     peaks = cam.flatten(1).argmax(1)
     rows, cols = peaks // 12, peaks % 12
