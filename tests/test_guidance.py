@@ -186,7 +186,7 @@ def test_layercam_term_moves_the_fine_map_into_the_box() -> None:
 def test_layercam_point_term_pulls_the_blurred_maps_peak_into_the_box() -> None:
     """``layercam-point`` scores the peak of the map as the default explainer shows it (blurred): minimising the
     term alone must move that peak into the box on every guided film."""
-    from xray_xai.models.guidance import _blur_cell
+    from xray_xai.sdk.stage_cam import gaussian_blur
 
     torch.manual_seed(0)
     model = _TinyBN().train()
@@ -197,7 +197,7 @@ def test_layercam_point_term_pulls_the_blurred_maps_peak_into_the_box() -> None:
     masks[2:, 8:, 8:] = 1.0  # a ninth of the film, in a corner
     first = _minimise_term(guide, model, x, masks, lr=0.2, steps=60)
     assert float(guide.term(model(x), masks, x).detach()) < 0.5 * first
-    cam = _blur_cell(guide._layercam(x[2:])).detach()
+    cam = gaussian_blur(guide._layercam(x[2:]), 1.0).detach()
     peaks = cam.flatten(1).argmax(1)
     rows, cols = peaks // 12, peaks % 12
     assert bool(((rows >= 8) & (cols >= 8)).all())  # the peak of each guided film's map sits in its box

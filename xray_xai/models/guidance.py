@@ -190,7 +190,11 @@ class Guide:
             cells = _cells(target, cam.shape[-2:])
             if self.spec.loss == "layercam":
                 return self.spec.weight * outside_share(torch.relu(cam), cells).mean()
-            return self.spec.weight * soft_pointing(_blur_cell(cam), cells > 0).mean()
+            from xray_xai.sdk.stage_cam import gaussian_blur
+
+            # sigma one cell: the default explainer's blur=4 px at stride 4, so the peak the term pulls into the box
+            # is the peak the user will see, not a lone cell the blur removes
+            return self.spec.weight * soft_pointing(gaussian_blur(cam, 1.0), cells > 0).mean()
         if acts is None:
             raise PluginError("the guided layer produced no output in this forward pass")
         (grad,) = torch.autograd.grad(logits[guided].sum(), acts, create_graph=True)
@@ -222,19 +226,6 @@ class Guide:
 
 #: The families whose term is computed on the default explainer's stage in a second pass.
 _SECOND_PASS = ("layercam", "layercam-point")
-
-
-def _blur_cell(cam: torch.Tensor) -> torch.Tensor:
-    """A Gaussian blur of sigma one cell (5 x 5, zero padding): the default explainer's ``blur=4`` px at stride 4,
-    so the peak the term pulls into the box is the peak the user will see, not a lone cell the blur removes."""
-    import torch
-    import torch.nn.functional as F
-
-    t = torch.arange(-2, 3, dtype=cam.dtype, device=cam.device)
-    g = torch.exp(-(t**2) / 2)
-    g = g / g.sum()
-    kernel = (g[:, None] * g[None, :])[None, None]
-    return F.conv2d(cam.unsqueeze(1), kernel, padding=2).squeeze(1)
 
 
 def _logits(out: Any) -> torch.Tensor:

@@ -85,7 +85,7 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     if sigma <= 0:
         return maps
     radius = max(1, math.ceil(3 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=maps.dtype)
+    x = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
     k = torch.exp(-(x**2) / (2 * sigma**2))
     k = k / k.sum()
     out = F.pad(maps[:, None], (radius, radius, radius, radius), mode="replicate")
