@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from xray_xai.audit import scores
-from xray_xai.models.guidance import NO_MASK, Guide, GuideSpec
+from xray_xai.models.guidance import NO_MASK, GuideSpec, make_guide
 from xray_xai.sdk import Preprocessing, Tags, TorchModel
 
 SIZE = 48
@@ -103,7 +103,7 @@ def train(films: Films, seed: int, guide: GuideSpec | None, epochs: int = 12) ->
         torch.manual_seed(seed)
         model = ShortcutNet()
         opt = torch.optim.Adam(model.parameters(), 3e-3)
-        term = Guide(guide, model) if guide is not None else None
+        term = make_guide(guide, model) if guide is not None else None
         masks = torch.tensor(films.fracture.astype(np.float32))
         masks[films.y == 0] = NO_MASK
         model.train()

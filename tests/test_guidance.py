@@ -17,7 +17,15 @@ from xray_xai.data.geometry import preset, to_tensor
 from xray_xai.data.loader import RecordDataset
 from xray_xai.errors import PluginError
 from xray_xai.models.config import TrainConfig
-from xray_xai.models.guidance import Guide, GuideSpec, guided_indices, outside_share, soft_pointing
+from xray_xai.models.guidance import (
+    Guide,
+    Guides,
+    GuideSpec,
+    guided_indices,
+    make_guide,
+    outside_share,
+    soft_pointing,
+)
 from xray_xai.sdk.interfaces import Box, Record
 
 
@@ -136,6 +144,52 @@ def test_term_is_zero_without_guided_films_and_trains_the_weights(loss: str) -> 
     assert model.features[0].weight.grad is not None and model.features[0].weight.grad.abs().sum() > 0
     guide.close()
     assert not model.features._forward_hooks  # nothing of the guidance stays on the model
+
+
+def test_joined_families_add_their_own_terms() -> None:
+    """``outside+layercam`` with a weight each: the term is the sum of the two families' terms, each on its own
+    hook (the last layer's CAM from the batch's pass, the LayerCAM map from the second pass)."""
+    torch.manual_seed(0)
+    model = _Tiny().train()
+    x = torch.randn(3, 3, 8, 8)
+    masks = torch.full((3, 8, 8), -1.0)
+    masks[1:] = 0.0
+    masks[1:, :4, :4] = 1.0
+    spec = GuideSpec("boxes", "outside+layercam", (0.5, 2.0), layer="features")
+    both = make_guide(spec, model)
+    assert isinstance(both, Guides) and [p.spec.loss for p in both.parts] == ["outside", "layercam"]
+    total = both.term(model(x), masks, x)
+    both.close()
+    assert not model.features._forward_hooks
+    singles = []
+    for loss, weight in (("outside", 0.5), ("layercam", 2.0)):
+        guide = make_guide(GuideSpec("boxes", loss, weight, layer="features"), model)
+        assert isinstance(guide, Guide)
+        singles.append(float(guide.term(model(x), masks, x).detach()))
+        guide.close()
+    assert all(t > 0 for t in singles)
+    assert float(total.detach()) == pytest.approx(sum(singles), rel=1e-5)
+    total.backward()  # the sum trains the weights like each term
+    assert model.features[0].weight.grad is not None and model.features[0].weight.grad.abs().sum() > 0
+    # one weight for all families
+    shared = GuideSpec("boxes", "outside+layercam", 0.7)
+    assert [(p.loss, p.weight) for p in shared.parts()] == [("outside", 0.7), ("layercam", 0.7)]
+
+
+def test_joined_families_are_checked() -> None:
+    with pytest.raises(PluginError, match="unknown guide loss 'gain'"):
+        GuideSpec("boxes", "outside+gain")
+    with pytest.raises(PluginError, match="twice"):
+        GuideSpec("boxes", "outside+outside")
+    with pytest.raises(PluginError, match="2 families but 3 weights"):
+        GuideSpec("boxes", "outside+point", (0.1, 0.2, 0.3))
+    with pytest.raises(PluginError, match=">= 0"):
+        GuideSpec("boxes", "outside+point", (0.1, -0.2))
+    with pytest.raises(PluginError, match="make_guide"):
+        Guide(GuideSpec("boxes", "outside+point", (0.1, 0.2)), _Tiny())
+    config = TrainConfig(guide="boxes", guide_loss="outside+layercam-point", guide_weight=[0.3, 0.05])
+    assert config.guide_weight == (0.3, 0.05)  # a list read back from JSON
+    assert config.guide_spec.to_dict()["weight"] == [0.3, 0.05]
 
 
 class _TinyBN(torch.nn.Module):
@@ -323,6 +377,14 @@ def test_recipe_sets_the_options_and_the_command_line_overrides_them(
     CliRunner().invoke(main, args)
     assert seen["config"].guide_loss == "layercam" and seen["config"].guide_weight == 0.3 and seen["guide_start"] == 3
     assert seen["config"].guide_start == 1 and "guide_loss" not in seen  # the recipe's loss stands, its start is moved
+    seen.clear()
+    args += ["--guide-loss", "outside+layercam-point", "--guide-weight", "0.3,0.05"]
+    CliRunner().invoke(main, args)
+    assert seen["guide_loss"] == "outside+layercam-point" and seen["guide_weight"] == (0.3, 0.05)
+    for bad, message in ((["--guide-loss", "outside+gain"], "'gain' is not one of"),
+                         (["--guide-weight", "0.3,x"], "comma-separated numbers")):  # fmt: skip
+        result = CliRunner().invoke(main, [*args[:5], *bad])
+        assert result.exit_code == 2 and message in result.output
     result = CliRunner().invoke(main, ["train", "--recipe", "fracatlas-lite", "--data", str(data)])
     assert result.exit_code != 0 and "did you mean fracatlas-lite0" in result.output
     result = CliRunner().invoke(main, ["train", "--data", str(data)])

@@ -63,7 +63,7 @@ def train(
     strict: bool | None = None,
     guide: str | None = None,
     guide_loss: str | None = None,
-    guide_weight: float | None = None,
+    guide_weight: float | tuple[float, ...] | None = None,
     guide_fraction: float | None = None,
     guide_layer: str | None = None,
     guide_start: int | None = None,
@@ -89,7 +89,8 @@ def train(
     ``on_run_dir`` with the run's folder before the first epoch: a new folder per call unless ``resume`` (an
     ``out_dir`` that holds an earlier run is refused). ``save``: True the model store, a folder that folder, False
     nowhere. ``guide="boxes"`` adds the box-guidance term (:mod:`xray_xai.models.guidance`: ``guide_loss``
-    ``point``/``outside``/``input-grad``/``layercam``, ``guide_weight``, ``guide_fraction`` of the abnormal films
+    ``point``/``outside``/``input-grad``/``layercam``/``layercam-point`` or several joined with ``+`` (their terms
+    add up), ``guide_weight`` (a tuple: one per family), ``guide_fraction`` of the abnormal films
     with ground truth, ``guide_layer``: default the model's target layer, for ``layercam`` the default explainer's
     stage; ``guide_start``: the first guided epoch, the kept epoch being the best from it on). ``film_cache``:
     "off" (default), "auto" or a folder: read films prepared as 8-bit levels (:func:`prepare_films`), those missing

@@ -38,6 +38,27 @@ _RECIPE_OPTIONS = (
 )  # fmt: skip
 
 
+def _guide_losses(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--guide-loss``: one family or several joined with ``+``, each one of the known families."""
+    families = [part.strip() for part in value.split("+")]
+    known = api.TRAIN_CHOICES["guide_loss"]
+    for family in families:
+        if family not in known:
+            raise click.BadParameter(f"{family!r} is not one of {', '.join(known)}")
+    return "+".join(families)
+
+
+def _guide_weights(ctx: click.Context, param: click.Parameter, value: str) -> float | tuple[float, ...]:
+    """``--guide-weight``: one number >= 0, or a comma-separated list of them (one per guide-loss family)."""
+    try:
+        weights = tuple(float(w) for w in value.split(",") if w.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected a number or comma-separated numbers, got {value!r}") from None
+    if not weights or any(w < 0 for w in weights):
+        raise click.BadParameter(f"weights must be numbers >= 0, got {value!r}")
+    return weights[0] if len(weights) == 1 else weights
+
+
 @click.command(cls=KeepsArgs)
 @click.option("--model", "model_name", help="Model plugin name (see `xray-xai plugins --kind model`).")
 @click.option(
@@ -121,15 +142,17 @@ _RECIPE_OPTIONS = (
     help="boxes: add a loss that puts the model's evidence inside the ground-truth boxes of abnormal films.",
 )  # fmt: skip
 @click.option(
-    "--guide-loss", type=click.Choice(api.TRAIN_CHOICES["guide_loss"]), default="outside", show_default=True,
+    "--guide-loss", default="outside", show_default=True, callback=_guide_losses,
     help="outside: share of the target layer's CAM mass outside the boxes; point: soft pointing game on that CAM; "
     "input-grad: input-gradient mass outside the boxes (Ross et al. 2017; about 10x slower); layercam: share of the "
     "default explainer's LayerCAM map (stride 4) outside the boxes (about 1.7x slower); layercam-point: soft pointing "
-    "game on that map, blurred as the explainer shows it.",
+    "game on that map, blurred as the explainer shows it. Join families with + to add their terms "
+    "(outside+layercam-point).",
 )  # fmt: skip
 @click.option(
-    "--guide-weight", default=0.3, show_default=True, type=click.FloatRange(min=0), help="Weight of the guide term."
-)
+    "--guide-weight", default="0.3", show_default=True, callback=_guide_weights,
+    help="Weight of the guide term; with several families one for all or one each, comma-separated (0.3,0.05).",
+)  # fmt: skip
 @click.option(
     "--guide-fraction", default=1.0, show_default=True, type=click.FloatRange(min=0, max=1, min_open=True),
     help="Share of the abnormal training films whose boxes are used (a seeded draw).",
@@ -184,7 +207,7 @@ def train(
     strict: bool,
     guide: str,
     guide_loss: str,
-    guide_weight: float,
+    guide_weight: float | tuple[float, ...],
     guide_fraction: float,
     guide_layer: str | None,
     guide_start: int,

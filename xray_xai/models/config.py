@@ -72,7 +72,7 @@ class TrainConfig:
     strict: bool = False  #: skip films whose stream ends early however little is missing (else kept with a warning)
     guide: str = "none"  #: "boxes": box-guided training (xray_xai.models.guidance)
     guide_loss: str = "outside"
-    guide_weight: float = 0.3
+    guide_weight: float | tuple[float, ...] = 0.3  #: one per family of a "+"-joined guide_loss, or one for all
     guide_fraction: float = 1.0
     guide_layer: str | None = None
     guide_start: int = 1
@@ -100,6 +100,8 @@ class TrainConfig:
         if self.regions is not None and not isinstance(self.regions, tuple):
             object.__setattr__(self, "regions", tuple(self.regions))
         object.__setattr__(self, "model_options", dict(self.model_options))
+        if isinstance(self.guide_weight, list):  # read back from JSON
+            object.__setattr__(self, "guide_weight", tuple(self.guide_weight))
 
     @property
     def augment_name(self) -> str:
@@ -111,8 +113,10 @@ class TrainConfig:
         """The guidance options as a :class:`~xray_xai.models.guidance.GuideSpec` (validated)."""
         from xray_xai.models.guidance import GuideSpec
 
-        return GuideSpec(self.guide, self.guide_loss, float(self.guide_weight), float(self.guide_fraction),
-                         self.guide_layer, int(self.guide_start))  # fmt: skip
+        weight = self.guide_weight
+        weights = tuple(float(w) for w in weight) if isinstance(weight, (tuple, list)) else float(weight)
+        return GuideSpec(self.guide, self.guide_loss, weights, float(self.guide_fraction), self.guide_layer,
+                         int(self.guide_start))  # fmt: skip
 
     @property
     def learning_rate(self) -> float:

@@ -229,7 +229,7 @@ def _build_parts(model: Any, spec: RunSpec, cfg: TrainConfig, dev: Any) -> _Part
 
 def _guidance(model: Any, spec: RunSpec, cfg: TrainConfig) -> tuple[Any, list[int] | None]:
     """The guidance term and the training films that carry their ground truth (None, None without guidance)."""
-    from xray_xai.models.guidance import Guide, guided_indices
+    from xray_xai.models.guidance import guided_indices, make_guide
 
     gspec = cfg.guide_spec
     if not gspec.active:
@@ -239,7 +239,7 @@ def _guidance(model: Any, spec: RunSpec, cfg: TrainConfig) -> tuple[Any, list[in
         raise PluginError(
             f"--guide {gspec.source}: no abnormal training film of {spec.ds_name!r} has boxes, polygons or a mask"
         )
-    return Guide(gspec, model), guided
+    return make_guide(gspec, model), guided
 
 
 def _resume(model: Any, parts: _Parts, spec: RunSpec) -> _State:

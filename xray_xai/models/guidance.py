@@ -22,6 +22,9 @@ guided layer (by default the model's ``target_layer``, the map Grad-CAM reads):
   explainer blurs what it shows (sigma 4 px = one cell at stride 4). ``layercam`` trains the map's *mass*; the
   pointing game scores its *peak*, which mass alone left outside the box on more than half of FracAtlas's films.
 
+Families join with ``+`` (``outside+layercam-point``, a weight each): the terms add up, each on its own map, so
+the last layer's CAM and the default explainer's map can be trained together (:class:`Guides`).
+
 For the first two the map is Grad-CAM's (channel weights = the spatial mean of the logit's gradient), computed with
 ``create_graph=True`` so the term trains the weights: for a linear head after global average pooling this is the
 CAM, and the double backward only goes through the head. Films without ground truth, normal films and films not
@@ -45,7 +48,7 @@ from xray_xai.sdk.interfaces import Record
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["GUIDE_LOSSES", "GUIDE_SOURCES", "Guide", "GuideSpec", "guided_indices"]
+__all__ = ["GUIDE_LOSSES", "GUIDE_SOURCES", "Guide", "GuideSpec", "Guides", "guided_indices", "make_guide"]
 
 #: Sources of guidance ``train --guide`` accepts (``none``: labels only).
 GUIDE_SOURCES = ("none", "boxes")
@@ -57,11 +60,14 @@ NO_MASK = -1.0
 
 @dataclass(frozen=True)
 class GuideSpec:
-    """What the recipe says about guidance (part of :class:`~xray_xai.models.config.TrainConfig`)."""
+    """What the recipe says about guidance (part of :class:`~xray_xai.models.config.TrainConfig`).
+
+    ``loss`` is one family or several joined with ``+`` (``"outside+layercam-point"``: their terms add up); then
+    ``weight`` is one weight for all or a tuple with one per family, in the same order."""
 
     source: str = "none"
     loss: str = "outside"  # the family and weight that measured best on FracAtlas (docs/localisation.md)
-    weight: float = 0.3
+    weight: float | tuple[float, ...] = 0.3
     fraction: float = 1.0
     layer: str | None = None
     start: int = 1  #: the first epoch with the term; the kept epoch is chosen among those from it on
@@ -69,11 +75,21 @@ class GuideSpec:
     def __post_init__(self) -> None:
         if self.source not in GUIDE_SOURCES:
             raise PluginError(f"unknown guide {self.source!r}; expected one of {', '.join(GUIDE_SOURCES)}")
-        if self.loss not in GUIDE_LOSSES:
-            raise PluginError(f"unknown guide loss {self.loss!r}; expected one of {', '.join(GUIDE_LOSSES)}")
+        families = self.families
+        for family in families:
+            if family not in GUIDE_LOSSES:
+                raise PluginError(f"unknown guide loss {family!r}; expected one of {', '.join(GUIDE_LOSSES)}")
+        if len(set(families)) < len(families):
+            raise PluginError(f"guide loss {self.loss!r} names a family twice")
         if not 0.0 < self.fraction <= 1.0:
             raise PluginError(f"guide fraction must be in (0, 1], got {self.fraction}")
-        if self.weight < 0:
+        weights = self.weight if isinstance(self.weight, tuple) else (self.weight,)
+        if len(weights) not in (1, len(families)):
+            raise PluginError(
+                f"guide loss {self.loss!r} has {len(families)} families but {len(weights)} weights; "
+                "give one for all or one each"
+            )
+        if any(w < 0 for w in weights):
             raise PluginError(f"guide weight must be >= 0, got {self.weight}")
         if self.start < 1:
             raise PluginError(f"guide start must be an epoch >= 1, got {self.start}")
@@ -82,8 +98,26 @@ class GuideSpec:
     def active(self) -> bool:
         return self.source != "none"
 
+    @property
+    def families(self) -> tuple[str, ...]:
+        """The loss families whose terms add up (one for a single family)."""
+        return tuple(part.strip() for part in self.loss.split("+"))
+
+    def parts(self) -> list[GuideSpec]:
+        """One spec per family with its own weight (``[self]`` for a single family)."""
+        from dataclasses import replace
+
+        families = self.families
+        if len(families) == 1 and not isinstance(self.weight, tuple):
+            return [self]
+        weights = self.weight if isinstance(self.weight, tuple) else (self.weight,) * len(families)
+        if len(weights) == 1:
+            weights = weights * len(families)
+        return [replace(self, loss=f, weight=float(w)) for f, w in zip(families, weights, strict=True)]
+
     def to_dict(self) -> dict[str, Any]:
-        out = {"source": self.source, "loss": self.loss, "weight": self.weight, "fraction": self.fraction,
+        weight = list(self.weight) if isinstance(self.weight, tuple) else self.weight
+        out = {"source": self.source, "loss": self.loss, "weight": weight, "fraction": self.fraction,
                "layer": self.layer}  # fmt: skip
         if self.start != 1:  # sidecars of runs guided from the first epoch stay as they were
             out["start"] = self.start
@@ -125,6 +159,8 @@ class Guide:
     """The guidance term of one run: hooks the guided layer, splits masks off batches, computes the term."""
 
     def __init__(self, spec: GuideSpec, model: Any) -> None:
+        if len(spec.parts()) > 1 or isinstance(spec.weight, tuple):
+            raise PluginError(f"Guide takes one loss family, got {spec.loss!r}: use make_guide")
         self.spec = spec
         self._acts: Any = None
         self._hook = None
@@ -137,6 +173,11 @@ class Guide:
             self.layer = spec.layer or getattr(model, "target_layer", None)
             self._hook = _resolve_layer(model, spec.layer).register_forward_hook(self._keep)
         self._second_pass = False
+
+    @property
+    def _weight(self) -> float:
+        weight = self.spec.weight  # one number: __init__ refused a tuple
+        return float(weight[0]) if isinstance(weight, tuple) else float(weight)
 
     def _keep(self, module: Any, inputs: Any, output: Any) -> None:
         if module.training:
@@ -174,7 +215,7 @@ class Guide:
 
         guided = masks.flatten(1).amax(1) > 0  # a guided film's mask has at least one pixel in the box
         acts, self._acts = self._acts, None
-        if not bool(guided.any()) or self.spec.weight == 0:
+        if not bool(guided.any()) or self._weight == 0:
             return logits.new_zeros(())
         target = (masks[guided] > 0.5).float()
         if self.spec.loss == "input-grad":
@@ -182,27 +223,27 @@ class Guide:
                 raise PluginError("input-grad guidance needs the images with requires_grad (Guide.prepare)")
             (grad,) = torch.autograd.grad(logits[guided].sum(), x, create_graph=True)
             saliency = grad[guided].abs().sum(1)
-            return self.spec.weight * outside_share(saliency, target).mean()
+            return self._weight * outside_share(saliency, target).mean()
         if self.spec.loss in _SECOND_PASS:
             if x is None:
                 raise PluginError(f"{self.spec.loss} guidance needs the batch's images")
             cam = self._layercam(x[guided].detach())
             cells = _cells(target, cam.shape[-2:])
             if self.spec.loss == "layercam":
-                return self.spec.weight * outside_share(torch.relu(cam), cells).mean()
+                return self._weight * outside_share(torch.relu(cam), cells).mean()
             from xray_xai.sdk.stage_cam import gaussian_blur
 
             # sigma one cell: the default explainer's blur=4 px at stride 4, so the peak the term pulls into the box
             # is the peak the user will see, not a lone cell the blur removes
-            return self.spec.weight * soft_pointing(gaussian_blur(cam, 1.0), cells > 0).mean()
+            return self._weight * soft_pointing(gaussian_blur(cam, 1.0), cells > 0).mean()
         if acts is None:
             raise PluginError("the guided layer produced no output in this forward pass")
         (grad,) = torch.autograd.grad(logits[guided].sum(), acts, create_graph=True)
         weights = grad[guided].float().mean(dim=(2, 3), keepdim=True)
         cam = (weights * acts[guided].float()).sum(1)
         if self.spec.loss == "outside":
-            return self.spec.weight * outside_share(torch.relu(cam), _cells(target, cam.shape[-2:])).mean()
-        return self.spec.weight * soft_pointing(cam, _cells(target, cam.shape[-2:]) > 0).mean()
+            return self._weight * outside_share(torch.relu(cam), _cells(target, cam.shape[-2:])).mean()
+        return self._weight * soft_pointing(cam, _cells(target, cam.shape[-2:]) > 0).mean()
 
     def _layercam(self, images: torch.Tensor) -> torch.Tensor:
         """The LayerCAM map ``(n, h, w)`` of the guided films at the guided stage, from a second pass."""
@@ -222,6 +263,44 @@ class Guide:
             raise PluginError(f"the guided layer {self.layer!r} produced no output in the guidance pass")
         (grad,) = torch.autograd.grad(logits.sum(), acts, create_graph=True)
         return (torch.relu(grad.float()) * acts.float()).sum(1)
+
+
+class Guides:
+    """Several loss families at once (``GuideSpec.loss = "outside+layercam-point"``): one :class:`Guide` per family,
+    their terms added. Each keeps its own hook, so a family on the last layer and one on the explainer's stage can
+    train together; the second pass of the LayerCAM families runs once per family."""
+
+    def __init__(self, spec: GuideSpec, model: Any) -> None:
+        self.spec = spec
+        self.parts = [Guide(part, model) for part in spec.parts()]
+        self.layer = "+".join(str(part.layer) for part in self.parts)
+
+    split = staticmethod(Guide.split)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        for part in self.parts:
+            x = part.prepare(x)
+        return x
+
+    def term(self, logits: torch.Tensor, masks: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """The sum of the families' weighted terms."""
+        total = logits.new_zeros(())
+        for part in self.parts:
+            total = total + part.term(logits, masks, x)
+        return total
+
+    def discard(self) -> None:
+        for part in self.parts:
+            part.discard()
+
+    def close(self) -> None:
+        for part in self.parts:
+            part.close()
+
+
+def make_guide(spec: GuideSpec, model: Any) -> Guide | Guides:
+    """The guidance term of a run: a :class:`Guide` for one family, :class:`Guides` for several."""
+    return Guide(spec, model) if len(spec.parts()) == 1 and not isinstance(spec.weight, tuple) else Guides(spec, model)
 
 
 #: The families whose term is computed on the default explainer's stage in a second pass.
