@@ -58,6 +58,30 @@ def test_soft_pointing_rewards_a_peak_in_the_box() -> None:
     assert float(soft_pointing(peak_out, torch.zeros_like(inside))[0]) == 0.0
 
 
+def test_soft_pointing_temperature_tends_to_the_gap_between_the_peaks() -> None:
+    """At a low temperature the term is the gap, in standard deviations, between the map's highest cell and the
+    highest cell inside the mask (what the pointing game asks); at 1 the bulk of the map weighs in too."""
+    torch.manual_seed(0)
+    cam = torch.rand(1, 56, 56)  # the default explainer's stage at 224 px
+    cam[0, 50, 50] = 3.0  # the peak, outside
+    cam[0, 2, 2] = 2.5  # a second blob, inside
+    inside = torch.zeros(1, 56, 56, dtype=torch.bool)
+    inside[0, :5, :5] = True
+    flat = cam.flatten(1)
+    z = (flat - flat.mean()) / flat.std()
+    gap = float(z.max() - z[0, 2 * 56 + 2])
+    assert float(soft_pointing(cam, inside, temperature=0.05)[0]) == pytest.approx(gap, abs=0.01)
+    assert float(soft_pointing(cam, inside, temperature=1.0)[0]) > gap + 0.5  # the bulk outside adds to it
+    assert float(soft_pointing(cam, inside)[0]) == float(soft_pointing(cam, inside, temperature=1.0)[0])
+    swapped = cam.clone()
+    swapped[0, 2, 2], swapped[0, 50, 50] = 3.0, 2.5  # the peak inside: nothing left to close
+    assert float(soft_pointing(swapped, inside, temperature=0.05)[0]) == pytest.approx(0.0, abs=0.01)
+    with pytest.raises(PluginError, match="temperature"):
+        GuideSpec("boxes", "point", temperature=0.0)
+    assert GuideSpec("boxes", "point", temperature=0.25).to_dict()["temperature"] == 0.25
+    assert "temperature" not in GuideSpec("boxes", "point").to_dict()  # sidecars at 1 stay as they were
+
+
 def test_guided_indices_only_abnormal_films_with_ground_truth() -> None:
     box = (Box(1, 1, 5, 5),)
     recs = [Record(Path(f"{i}.png"), label=i % 2, boxes=box if i % 3 else ()) for i in range(60)]
@@ -381,6 +405,9 @@ def test_recipe_sets_the_options_and_the_command_line_overrides_them(
     args += ["--guide-loss", "outside+layercam-point", "--guide-weight", "0.3,0.05"]
     CliRunner().invoke(main, args)
     assert seen["guide_loss"] == "outside+layercam-point" and seen["guide_weight"] == (0.3, 0.05)
+    seen.clear()
+    CliRunner().invoke(main, [*args[:5], "--guide-temperature", "0.25"])
+    assert seen["guide_temperature"] == 0.25 and seen["config"].guide_temperature == 1.0
     for bad, message in ((["--guide-loss", "outside+gain"], "'gain' is not one of"),
                          (["--guide-weight", "0.3,x"], "comma-separated numbers")):  # fmt: skip
         result = CliRunner().invoke(main, [*args[:5], *bad])

@@ -28,7 +28,7 @@ _CONFIG_KEYWORDS = (
     "epochs", "batch_size", "image_size", "letterbox", "lr", "optimizer", "weight_decay", "schedule",
     "plateau_patience", "monitor", "loss", "early_stop", "augment", "seed", "device", "amp", "channels_last",
     "num_workers", "max_images", "regions", "pretrained", "strict", "guide", "guide_loss", "guide_weight",
-    "guide_fraction", "guide_layer", "guide_start",
+    "guide_fraction", "guide_layer", "guide_start", "guide_temperature",
 )  # fmt: skip
 
 
@@ -67,6 +67,7 @@ def train(
     guide_fraction: float | None = None,
     guide_layer: str | None = None,
     guide_start: int | None = None,
+    guide_temperature: float | None = None,
     film_cache: str | Path | None = None,
     hidden: Sequence[int] | None = None,
     dropout: float | None = None,
@@ -92,7 +93,8 @@ def train(
     ``point``/``outside``/``input-grad``/``layercam``/``layercam-point`` or several joined with ``+`` (their terms
     add up), ``guide_weight`` (a tuple: one per family), ``guide_fraction`` of the abnormal films
     with ground truth, ``guide_layer``: default the model's target layer, for ``layercam`` the default explainer's
-    stage; ``guide_start``: the first guided epoch, the kept epoch being the best from it on). ``film_cache``:
+    stage; ``guide_start``: the first guided epoch, the kept epoch being the best from it on; ``guide_temperature``: the
+    pointing families' softmax temperature). ``film_cache``:
     "off" (default), "auto" or a folder: read films prepared as 8-bit levels (:func:`prepare_films`), those missing
     prepared before the first epoch; the run then differs slightly from one that decodes (the rounding is at most
     half a grey level).

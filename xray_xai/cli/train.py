@@ -34,7 +34,7 @@ def _fmt(v: Any) -> str:
 _RECIPE_OPTIONS = (
     "dataset", "epochs", "batch_size", "image_size", "letterbox", "lr", "optimizer", "weight_decay", "schedule",
     "monitor", "loss", "early_stop", "seed", "guide", "guide_loss", "guide_weight", "guide_fraction", "guide_layer",
-    "guide_start",
+    "guide_start", "guide_temperature",
 )  # fmt: skip
 
 
@@ -166,6 +166,11 @@ def _guide_weights(ctx: click.Context, param: click.Parameter, value: str) -> fl
     help="First epoch with the guide term; the kept epoch is the best from it on.",
 )  # fmt: skip
 @click.option(
+    "--guide-temperature", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+    help="Softmax temperature of point and layercam-point, in standard deviations of the map: below 1 the term "
+    "weighs the map's peaks alone (the highest cell against the highest inside the boxes).",
+)  # fmt: skip
+@click.option(
     "--nproc",
     type=click.IntRange(min=1),
     help="Train data-parallel in N processes on this machine (torchrun; CPU: gloo, --device cuda: one GPU each). "
@@ -211,6 +216,7 @@ def train(
     guide_fraction: float,
     guide_layer: str | None,
     guide_start: int,
+    guide_temperature: float,
     nproc: int | None,
     film_cache: str,
     as_json: bool,

@@ -76,6 +76,7 @@ class TrainConfig:
     guide_fraction: float = 1.0
     guide_layer: str | None = None
     guide_start: int = 1
+    guide_temperature: float = 1.0
     #: prepared films: "off" (decode every film), "auto" (the cache under $XRAY_XAI_HOME) or a cache folder
     film_cache: str = "off"
     model_options: Mapping[str, Any] = field(default_factory=dict)
@@ -116,7 +117,7 @@ class TrainConfig:
         weight = self.guide_weight
         weights = tuple(float(w) for w in weight) if isinstance(weight, (tuple, list)) else float(weight)
         return GuideSpec(self.guide, self.guide_loss, weights, float(self.guide_fraction), self.guide_layer,
-                         int(self.guide_start))  # fmt: skip
+                         int(self.guide_start), float(self.guide_temperature))  # fmt: skip
 
     @property
     def learning_rate(self) -> float:

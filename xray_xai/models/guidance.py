@@ -71,6 +71,9 @@ class GuideSpec:
     fraction: float = 1.0
     layer: str | None = None
     start: int = 1  #: the first epoch with the term; the kept epoch is chosen among those from it on
+    #: the pointing families' softmax temperature, in standard deviations of the map: 1 weighs every cell's
+    #: exp(z), lower values weigh the peaks alone (the pointing game scores the single highest cell)
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if self.source not in GUIDE_SOURCES:
@@ -93,6 +96,8 @@ class GuideSpec:
             raise PluginError(f"guide weight must be >= 0, got {self.weight}")
         if self.start < 1:
             raise PluginError(f"guide start must be an epoch >= 1, got {self.start}")
+        if not self.temperature > 0:
+            raise PluginError(f"guide temperature must be > 0, got {self.temperature}")
 
     @property
     def active(self) -> bool:
@@ -121,6 +126,8 @@ class GuideSpec:
                "layer": self.layer}  # fmt: skip
         if self.start != 1:  # sidecars of runs guided from the first epoch stay as they were
             out["start"] = self.start
+        if self.temperature != 1.0:  # likewise for the temperature
+            out["temperature"] = self.temperature
         return out
 
     def on(self, epoch: int) -> bool:
@@ -235,7 +242,7 @@ class Guide:
 
             # sigma one cell: the default explainer's blur=4 px at stride 4, so the peak the term pulls into the box
             # is the peak the user will see, not a lone cell the blur removes
-            return self._weight * soft_pointing(gaussian_blur(cam, 1.0), cells > 0).mean()
+            return self._weight * soft_pointing(gaussian_blur(cam, 1.0), cells > 0, self.spec.temperature).mean()
         if acts is None:
             raise PluginError("the guided layer produced no output in this forward pass")
         (grad,) = torch.autograd.grad(logits[guided].sum(), acts, create_graph=True)
@@ -243,7 +250,8 @@ class Guide:
         cam = (weights * acts[guided].float()).sum(1)
         if self.spec.loss == "outside":
             return self._weight * outside_share(torch.relu(cam), _cells(target, cam.shape[-2:])).mean()
-        return self._weight * soft_pointing(cam, _cells(target, cam.shape[-2:]) > 0).mean()
+        inside = _cells(target, cam.shape[-2:]) > 0
+        return self._weight * soft_pointing(cam, inside, self.spec.temperature).mean()
 
     def _layercam(self, images: torch.Tensor) -> torch.Tensor:
         """The LayerCAM map ``(n, h, w)`` of the guided films at the guided stage, from a second pass."""
@@ -342,14 +350,18 @@ def outside_share(positive: torch.Tensor, inside: torch.Tensor, eps: float = 1e-
     return outside / (total + eps)
 
 
-def soft_pointing(cam: torch.Tensor, inside: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Per film, ``-log`` of the softmax mass of the standardised map inside the boolean mask: 0 when the map's
-    mass is all inside, large when its peak sits elsewhere. Films whose mask covers no cell give 0."""
+def soft_pointing(cam: torch.Tensor, inside: torch.Tensor, temperature: float = 1.0, eps: float = 1e-6) -> torch.Tensor:
+    """Per film, ``-log`` of the softmax mass of the standardised map inside the boolean mask, times the
+    temperature: 0 when the map's mass is all inside, large when its peak sits elsewhere. Films whose mask covers
+    no cell give 0. At temperature 1 the thousands of cells near the mean outweigh a peak a few standard deviations
+    high (on a 56 x 56 map their exp-sum is several times the peak's), so the term also pushes the bulk down; as the
+    temperature falls it tends to the gap between the highest cell and the highest cell inside the mask, in
+    standard deviations: the pointing game's own question."""
     import torch
 
     flat = cam.flatten(1)
-    z = (flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + eps)
+    z = (flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + eps) / temperature
     inside_flat = inside.flatten(1)
     masked = z.masked_fill(~inside_flat, float("-inf"))
-    loss = torch.logsumexp(z, 1) - torch.logsumexp(masked, 1)
+    loss = temperature * (torch.logsumexp(z, 1) - torch.logsumexp(masked, 1))
     return torch.where(inside_flat.any(1), loss, torch.zeros_like(loss))
