@@ -402,6 +402,13 @@ def test_recipe_sets_the_options_and_the_command_line_overrides_them(
     assert seen["config"].guide_loss == "layercam" and seen["config"].guide_weight == 0.3 and seen["guide_start"] == 3
     assert seen["config"].guide_start == 1 and "guide_loss" not in seen  # the recipe's loss stands, its start is moved
     seen.clear()
+    CliRunner().invoke(main, ["train", "--recipe", "fracatlas-lite0-guided-point", "--data", str(data)])
+    assert seen["config"].guide_loss == "outside+layercam-point" and seen["config"].guide_weight == (0.3, 0.05)
+    assert [(p.loss, p.weight) for p in seen["config"].guide_spec.parts()] == [
+        ("outside", 0.3),
+        ("layercam-point", 0.05),
+    ]
+    seen.clear()
     args += ["--guide-loss", "outside+layercam-point", "--guide-weight", "0.3,0.05"]
     CliRunner().invoke(main, args)
     assert seen["guide_loss"] == "outside+layercam-point" and seen["guide_weight"] == (0.3, 0.05)
