@@ -89,15 +89,11 @@ def train(
     go to the model's constructor. ``on_epoch`` is called with each epoch's history row as it is saved,
     ``on_run_dir`` with the run's folder before the first epoch: a new folder per call unless ``resume`` (an
     ``out_dir`` that holds an earlier run is refused). ``save``: True the model store, a folder that folder, False
-    nowhere. ``guide="boxes"`` adds the box-guidance term (:mod:`xray_xai.models.guidance`: ``guide_loss``
-    ``point``/``outside``/``input-grad``/``layercam``/``layercam-point`` or several joined with ``+`` (their terms
-    add up), ``guide_weight`` (a tuple: one per family), ``guide_fraction`` of the abnormal films
-    with ground truth, ``guide_layer``: default the model's target layer, for ``layercam`` the default explainer's
-    stage; ``guide_start``: the first guided epoch, the kept epoch being the best from it on; ``guide_temperature``: the
-    pointing families' softmax temperature). ``film_cache``:
-    "off" (default), "auto" or a folder: read films prepared as 8-bit levels (:func:`prepare_films`), those missing
-    prepared before the first epoch; the run then differs slightly from one that decodes (the rounding is at most
-    half a grey level).
+    nowhere. ``guide="boxes"`` adds the box-guidance term; the ``guide_*`` keywords are those of
+    :class:`~xray_xai.models.config.TrainConfig` (families joined with ``+``, a weight each: :mod:`.guidance`).
+    ``film_cache``: "off" (default), "auto" or a folder: read films prepared as 8-bit levels (:func:`prepare_films`),
+    those missing prepared before the first epoch; the run then differs slightly from one that decodes (the rounding
+    is at most half a grey level).
     """
     from xray_xai.models.training import train as _train
 

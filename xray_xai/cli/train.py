@@ -254,8 +254,7 @@ def train(
         result = api.train(
             model_name, data_root, config, device=device, resume=resume, out_dir=out_dir, pretrained=pretrained,
             max_images=max_images, progress=not as_json, channels_last=channels_last, amp=amp, strict=strict,
-            film_cache=film_cache, **options,
-            on_epoch=lambda row: say(api.epoch_line(row)),
+            film_cache=film_cache, **options, on_epoch=lambda row: say(api.epoch_line(row)),
             on_run_dir=lambda folder: say(f"run folder: {folder}"),
             **_head_options(hidden, dropout, init, members),
         )  # fmt: skip
