@@ -82,6 +82,8 @@ class TrainConfig:
     model_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if isinstance(self.guide_weight, list):  # read back from JSON; before guide_spec below reads it
+            object.__setattr__(self, "guide_weight", tuple(self.guide_weight))
         for value, choices, what in (
             (self.optimizer, OPTIMIZERS, "optimizer"),
             (self.loss, LOSSES, "loss"),
@@ -101,8 +103,6 @@ class TrainConfig:
         if self.regions is not None and not isinstance(self.regions, tuple):
             object.__setattr__(self, "regions", tuple(self.regions))
         object.__setattr__(self, "model_options", dict(self.model_options))
-        if isinstance(self.guide_weight, list):  # read back from JSON
-            object.__setattr__(self, "guide_weight", tuple(self.guide_weight))
 
     @property
     def augment_name(self) -> str:
@@ -115,7 +115,7 @@ class TrainConfig:
         from xray_xai.models.guidance import GuideSpec
 
         weight = self.guide_weight
-        weights = tuple(float(w) for w in weight) if isinstance(weight, (tuple, list)) else float(weight)
+        weights = tuple(float(w) for w in weight) if isinstance(weight, tuple) else float(weight)
         return GuideSpec(self.guide, self.guide_loss, weights, float(self.guide_fraction), self.guide_layer,
                          int(self.guide_start), float(self.guide_temperature))  # fmt: skip
 

@@ -86,8 +86,8 @@ class GuideSpec:
             raise PluginError(f"guide loss {self.loss!r} names a family twice")
         if not 0.0 < self.fraction <= 1.0:
             raise PluginError(f"guide fraction must be in (0, 1], got {self.fraction}")
-        weights = self.weight if isinstance(self.weight, tuple) else (self.weight,)
-        if len(weights) not in (1, len(families)):
+        weights = self.weights
+        if len(weights) != len(families):  # a single weight was shared, so only a list of another length is left
             raise PluginError(
                 f"guide loss {self.loss!r} has {len(families)} families but {len(weights)} weights; "
                 "give one for all or one each"
@@ -108,17 +108,17 @@ class GuideSpec:
         """The loss families whose terms add up (one for a single family)."""
         return tuple(part.strip() for part in self.loss.split("+"))
 
+    @property
+    def weights(self) -> tuple[float, ...]:
+        """One weight per family: the tuple given, or the single weight repeated for each."""
+        given = self.weight if isinstance(self.weight, tuple) else (self.weight,)
+        return tuple(float(w) for w in given) * len(self.families) if len(given) == 1 else given
+
     def parts(self) -> list[GuideSpec]:
-        """One spec per family with its own weight (``[self]`` for a single family)."""
+        """One spec per family with its own weight (for a single family, the spec itself)."""
         from dataclasses import replace
 
-        families = self.families
-        if len(families) == 1 and not isinstance(self.weight, tuple):
-            return [self]
-        weights = self.weight if isinstance(self.weight, tuple) else (self.weight,) * len(families)
-        if len(weights) == 1:
-            weights = weights * len(families)
-        return [replace(self, loss=f, weight=float(w)) for f, w in zip(families, weights, strict=True)]
+        return [replace(self, loss=f, weight=w) for f, w in zip(self.families, self.weights, strict=True)]
 
     def to_dict(self) -> dict[str, Any]:
         weight = list(self.weight) if isinstance(self.weight, tuple) else self.weight
@@ -166,9 +166,10 @@ class Guide:
     """The guidance term of one run: hooks the guided layer, splits masks off batches, computes the term."""
 
     def __init__(self, spec: GuideSpec, model: Any) -> None:
-        if len(spec.parts()) > 1 or isinstance(spec.weight, tuple):
+        if len(spec.families) > 1:
             raise PluginError(f"Guide takes one loss family, got {spec.loss!r}: use make_guide")
         self.spec = spec
+        self._weight = spec.weights[0]
         self._acts: Any = None
         self._hook = None
         self._model = model
@@ -180,11 +181,6 @@ class Guide:
             self.layer = spec.layer or getattr(model, "target_layer", None)
             self._hook = _resolve_layer(model, spec.layer).register_forward_hook(self._keep)
         self._second_pass = False
-
-    @property
-    def _weight(self) -> float:
-        weight = self.spec.weight  # one number: __init__ refused a tuple
-        return float(weight[0]) if isinstance(weight, tuple) else float(weight)
 
     def _keep(self, module: Any, inputs: Any, output: Any) -> None:
         if module.training:
@@ -281,7 +277,6 @@ class Guides:
     def __init__(self, spec: GuideSpec, model: Any) -> None:
         self.spec = spec
         self.parts = [Guide(part, model) for part in spec.parts()]
-        self.layer = "+".join(str(part.layer) for part in self.parts)
 
     split = staticmethod(Guide.split)
 
@@ -308,7 +303,7 @@ class Guides:
 
 def make_guide(spec: GuideSpec, model: Any) -> Guide | Guides:
     """The guidance term of a run: a :class:`Guide` for one family, :class:`Guides` for several."""
-    return Guide(spec, model) if len(spec.parts()) == 1 and not isinstance(spec.weight, tuple) else Guides(spec, model)
+    return Guide(spec, model) if len(spec.families) == 1 else Guides(spec, model)
 
 
 #: The families whose term is computed on the default explainer's stage in a second pass.
