@@ -409,6 +409,14 @@ def test_recipe_sets_the_options_and_the_command_line_overrides_them(
         ("layercam-point", 0.05),
     ]
     seen.clear()
+    CliRunner().invoke(main, ["train", "--recipe", "fracatlas-lite0-guided-point-288", "--data", str(data)])
+    assert (seen["config"].image_size, seen["config"].epochs) == (288, 6) and "image_size" not in seen
+    assert seen["config"].guide_weight == (0.3, 0.05) and seen["config"].batch_size == 32
+    seen.clear()
+    CliRunner().invoke(main, ["train", "--recipe", "fracatlas-lite0-guided-point-288", "--data", str(data),
+                              "--image-size", "224", "--epochs", "8"])  # fmt: skip
+    assert (seen["image_size"], seen["epochs"]) == (224, 8)  # given: they override the recipe's size and length
+    seen.clear()
     args += ["--guide-loss", "outside+layercam-point", "--guide-weight", "0.3,0.05"]
     CliRunner().invoke(main, args)
     assert seen["guide_loss"] == "outside+layercam-point" and seen["guide_weight"] == (0.3, 0.05)
