@@ -40,6 +40,11 @@ _FRACATLAS_LITE0 = {
     "augment": "standard", "loss": "weighted-bce", "early_stop": 8, "seed": 0,
 }  # fmt: skip
 
+#: both guidance terms: the last layer's CAM outside the boxes and the soft pointing game on the default explainer's map
+_GUIDED_POINT = {
+    **_FRACATLAS_LITE0, "guide": "boxes", "guide_loss": "outside+layercam-point", "guide_weight": (0.3, 0.05),
+}  # fmt: skip
+
 #: the recipes ``train --recipe`` knows, by name
 RECIPES: dict[str, Recipe] = {
     r.name: r
@@ -66,16 +71,14 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe(
             "fracatlas-lite0-guided-point", "efficientnet-lite0", "fracatlas",
-            {**_FRACATLAS_LITE0, "guide": "boxes", "guide_loss": "outside+layercam-point",
-             "guide_weight": (0.3, 0.05)},
+            _GUIDED_POINT,
             "Two guidance terms: the last layer's CAM mass outside the fracture boxes (weight 0.3) and the soft "
             "pointing game on the default explainer's stride-4 map (0.05): the best localisation of both explainers "
             "and the fastest deletion of all recipes, at a lower AUROC (docs/localisation.md, 'Both maps at once').",
         ),
         Recipe(
             "fracatlas-lite0-guided-point-288", "efficientnet-lite0", "fracatlas",
-            {**_FRACATLAS_LITE0, "guide": "boxes", "guide_loss": "outside+layercam-point",
-             "guide_weight": (0.3, 0.05), "image_size": 288, "epochs": 6},
+            {**_GUIDED_POINT, "image_size": 288, "epochs": 6},
             "fracatlas-lite0-guided-point at 288 px for 6 epochs, the same training time as 8 epochs at 224 px: "
             "more pixels per fracture for a better AUROC and faster deletion at the same pointing "
             "(docs/localisation.md, 'More pixels per fracture').",
