@@ -129,6 +129,13 @@ def recipe(name: str) -> Any:
     return _recipe(name)
 
 
+def recipe_names() -> tuple[str, ...]:
+    """The names ``recipe`` knows, in the order they were written (so ``train --recipe``'s help cannot miss one)."""
+    from xray_xai.models.recipes import RECIPES
+
+    return tuple(RECIPES)
+
+
 def epoch_line(row: Mapping[str, Any]) -> str:
     """One epoch's history row as the training log prints it (``epoch=3  train_loss=0.412 ... lr=5.00e-04``)."""
     from xray_xai.models.runs import epoch_line as _line

@@ -63,9 +63,8 @@ def _guide_weights(ctx: click.Context, param: click.Parameter, value: str) -> fl
 @click.option("--model", "model_name", help="Model plugin name (see `xray-xai plugins --kind model`).")
 @click.option(
     "--recipe", "recipe_name",
-    help="A named recipe (model, data set and options; see docs/localisation.md): fracatlas-lite0, "
-    "fracatlas-lite0-guided, fracatlas-lite0-guided-layercam, fracatlas-lite0-guided-point, "
-    "fracatlas-lite0-guided-point-288. Options given here override it.",
+    help=f"A named recipe (model, data set and options; see docs/localisation.md): {', '.join(api.recipe_names())}. "
+    "Options given here override it.",
 )  # fmt: skip
 @click.option("--data", "data_root", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--dataset", help="Dataset plugin: mura, fracatlas, synthetic, folder... (default: detected).")
