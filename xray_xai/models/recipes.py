@@ -74,7 +74,7 @@ RECIPES: dict[str, Recipe] = {
             _GUIDED_POINT,
             "Two guidance terms: the last layer's CAM mass outside the fracture boxes (weight 0.3) and the soft "
             "pointing game on the default explainer's stride-4 map (0.05): the best localisation of both explainers "
-            "and the fastest deletion of all recipes, at a lower AUROC (docs/localisation.md, 'Both maps at once').",
+            "and the fastest deletion at 224 px, at a lower AUROC (docs/localisation.md, 'Both maps at once').",
         ),
         Recipe(
             "fracatlas-lite0-guided-point-288", "efficientnet-lite0", "fracatlas",
